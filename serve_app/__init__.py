@@ -1,0 +1,1 @@
+"""mnist-serve: an MNIST classifier served by Ray Serve, composed as Ingress -> Preprocessor -> Classifier."""

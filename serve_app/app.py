@@ -1,0 +1,25 @@
+"""The application builder: the one place where the Serve graph is bound.
+
+``config/serve.yaml`` names ``serve_app.app:build_app`` as its ``import_path``;
+Serve validates the config's ``args:`` against :class:`~serve_app.config.AppArgs`
+and calls this function.
+"""
+
+# No `from __future__ import annotations` here: Serve reads the builder's annotation
+# at run time to validate the config's `args:` into AppArgs.
+from ray.serve import Application
+
+from serve_app.classifier import Classifier
+from serve_app.config import AppArgs
+from serve_app.ingress import Ingress
+from serve_app.preprocessor import Preprocessor
+
+
+def build_app(args: AppArgs) -> Application:
+    """Ingress -> Preprocessor -> Classifier. ``args`` may also be a plain dict (handle-free callers)."""
+    args = AppArgs.model_validate(args) if isinstance(args, dict) else args
+    return Ingress.bind(
+        preprocessor=Preprocessor.bind(),
+        classifier=Classifier.bind(model_id=args.model_id, models_dir=args.models_dir),
+        args=args,
+    )

@@ -1,0 +1,35 @@
+"""Typed arguments of the application builder and the path of the Serve config.
+
+``AppArgs`` is what the ``args:`` block of an application in the Serve config
+(``config/serve.yaml``, and the chart's ``serveConfigV2`` rendered from it) is
+validated against. Per-deployment settings (replicas, resources, user_config)
+live in that config's ``deployments:`` list, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.model import DEFAULT_MODEL_ID
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The one Serve config: ``serve run``/``serve deploy`` take it as is; the Helm chart renders it.
+SERVE_CONFIG_PATH = REPO_ROOT / "config" / "serve.yaml"
+APP_NAME = "mnist"
+
+
+class AppArgs(BaseModel):
+    """Arguments of :func:`serve_app.app.build_app`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str = Field(DEFAULT_MODEL_ID, description="model served when a request names none")
+    models_dir: str | None = Field(
+        None, description="model store directory; default: the store baked into the package/image"
+    )
+    max_batch_images: int = Field(256, ge=1, le=4096, description="most images one request may carry (413 above)")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest request body accepted, in bytes (413 above)"
+    )

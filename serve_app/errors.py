@@ -1,0 +1,83 @@
+"""Client errors and their HTTP statuses, in one place.
+
+Every failure the ingress can meet is mapped here to a status and a message a
+client can act on. A client mistake is never a 500, and none of these errors is
+raised inside a model replica, so a bad request cannot take a replica down.
+
+| error                  | status | when |
+|------------------------|--------|------|
+| MalformedBodyError     | 400    | the body is not valid JSON / multipart |
+| UnknownModelError      | 404    | the requested model id is not in the store |
+| PayloadTooLargeError   | 413    | too many images in one request, or too many bytes |
+| UnsupportedMediaError  | 415    | a content type the endpoint does not take |
+| InvalidInputError      | 422    | wrong shape, type, range, NaN/inf, empty batch, not an image |
+| ServiceBusyError       | 503    | the graph is saturated (Serve back-pressure); has Retry-After |
+| ServiceUnavailableError| 503    | a downstream deployment is not reachable right now |
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class ServeAppError(Exception):
+    """Base class: an error with an HTTP status and a client-facing message."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def to_body(self) -> dict[str, object]:
+        """The JSON body sent to the client."""
+        return {"detail": self.message, "error": type(self).__name__, "status": int(self.status)}
+
+
+class MalformedBodyError(ServeAppError):
+    """The body cannot be parsed at all."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class UnknownModelError(ServeAppError):
+    """The requested model id does not exist."""
+
+    status = HTTPStatus.NOT_FOUND
+
+
+class PayloadTooLargeError(ServeAppError):
+    """More images or bytes than the service is configured to take in one request."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaError(ServeAppError):
+    """A content type the endpoint does not accept."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class InvalidInputError(ServeAppError):
+    """Parsable, but not a valid image batch."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class ServiceBusyError(ServeAppError):
+    """Saturated: the client should retry after ``retry_after_s`` seconds."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class ServiceUnavailableError(ServeAppError):
+    """A downstream deployment failed or cannot be reached."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after_s: int = 2) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})

@@ -1,0 +1,121 @@
+"""The MNIST classifier: architecture, artefact loading and batch inference.
+
+Pure PyTorch; nothing here imports Ray. The served artefact is TorchScript
+(``model.pt``, the format the Ray Serve tutorial loads with ``torch.jit.load``);
+the training command also writes a ``torch.export`` program (``model.pt2``), the
+format PyTorch recommends now that TorchScript is deprecated. :func:`load_model`
+loads either, chosen by the file suffix.
+
+Model input contract: float32 tensors of shape (N, 1, 28, 28), normalised as
+``(pixel / 255 - 0.5) / 0.5`` (values in [-1, 1]); output: logits (N, 10).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (1, 28, 28)
+
+#: Where the model store lives inside the repository (and inside the image).
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL_ID = "mnist-cnn"
+
+
+class MnistCNN(nn.Module):
+    """Two conv blocks and a small head: about 0.42 M parameters, 4.2 M MACs per image."""
+
+    def __init__(self, width: int = 32, hidden: int = 128, dropout: float = 0.25) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 28x28 -> 14x14
+            nn.Conv2d(width, 2 * width, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 14x14 -> 7x7
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(2 * width * 7 * 7, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, NUM_CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 1, 28, 28) -> logits (N, 10)."""
+        return self.head(self.features(x))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": MnistCNN}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_model(path: Path | str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Load a TorchScript (``.pt``) or ``torch.export`` (``.pt2``) artefact, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model artefact not found: {path}")
+    if path.suffix == ".pt2":
+        module = torch.export.load(str(path)).module()
+        return module.to(device)
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in torch 2.14 but remains the tutorial's format.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location=device)
+    module.eval()
+    return module
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Labels (N,) int64 and class probabilities (N, 10) float32."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+
+
+def predict(model: torch.nn.Module, images: torch.Tensor) -> Prediction:
+    """Run a normalised (N, 1, 28, 28) batch through ``model`` and return labels and softmax."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    with torch.inference_mode():
+        logits = model(images.to(device, non_blocking=True))
+        probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities)
+
+
+def select_device(gpu_ids: list[Any], cuda_available: bool) -> torch.device:
+    """CUDA when this process was given a GPU share and CUDA works, the CPU otherwise.
+
+    ``gpu_ids`` is what ``ray.get_gpu_ids()`` returns inside a replica: empty when the
+    replica's ``num_gpus`` is 0, non-empty for any positive (also fractional) share.
+    """
+    if gpu_ids and cuda_available:
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def model_dir(model_id: str, models_dir: Path = MODELS_DIR) -> Path:
+    """Directory of one model in the store."""
+    return models_dir / model_id
+
+
+def read_card(model_id: str, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
+    """The machine-readable model card (``card.json``) of one model."""
+    return json.loads((model_dir(model_id, models_dir) / "card.json").read_text())

@@ -1,0 +1,45 @@
+"""Pixel transforms shared by training and serving (pure; no Ray imports).
+
+One normalisation for everything the model sees, built from torchvision's v2
+transforms so that it works on whole batches:
+
+* uint8 pixels 0-255 (raw digits, as the tutorial's composed app receives them)
+  are scaled to [0, 1] by ``ToDtype(float32, scale=True)``, exactly what
+  ``ToTensor`` does;
+* float pixels already in [0, 1] (what ``ToTensor`` produces) pass that step
+  unchanged;
+* both are then normalised with ``Normalize((0.5,), (0.5,))`` into [-1, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+NORMALIZE_MEAN = (0.5,)
+NORMALIZE_STD = (0.5,)
+
+
+def model_input_transform() -> v2.Compose:
+    """The torchvision pipeline that maps a (N, 1, 28, 28) uint8 or [0, 1] float batch to model input."""
+    return v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=NORMALIZE_MEAN, std=NORMALIZE_STD),
+        ]
+    )
+
+
+_TRANSFORM = model_input_transform()
+
+
+def to_model_input(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Apply :func:`model_input_transform` to a (N, 1, 28, 28) uint8 or float array."""
+    if isinstance(pixels, np.ndarray):
+        # Arrays from the object store or np.frombuffer are read-only; torch needs writable memory.
+        pixels = np.require(pixels, requirements="W")
+    tensor = torch.as_tensor(pixels)
+    if tensor.dtype == torch.float64:
+        tensor = tensor.to(torch.float32)
+    return _TRANSFORM(tensor)

@@ -1,0 +1,35 @@
+"""Shared test configuration: markers by directory, real data and example fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_app.data import MnistSplit, load_split
+from serve_app.examples import load_examples
+
+TESTS_DIR = Path(__file__).resolve().parent
+_MARKER_BY_DIR = {"unit": "unit", "integration": "integration", "chart": "chart", "load": "load", "e2e": "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test the marker of its directory (tests/unit -> unit, ...)."""
+    for item in items:
+        relative = Path(str(item.fspath)).resolve().relative_to(TESTS_DIR)
+        marker = _MARKER_BY_DIR.get(relative.parts[0])
+        if marker:
+            item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def mnist_test() -> MnistSplit:
+    """The real MNIST test split (fetched and verified on first use)."""
+    return load_split("test")
+
+
+@pytest.fixture(scope="session")
+def example_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The ten shipped real digits (uint8 (10, 28, 28)) and their labels."""
+    return load_examples()

@@ -1,0 +1,74 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from serve_app.model import (
+    DEFAULT_MODEL_ID,
+    MnistCNN,
+    count_parameters,
+    load_model,
+    model_dir,
+    predict,
+    read_card,
+    select_device,
+)
+from serve_app.transforms import to_model_input
+
+ARTEFACTS = ("model.pt", "model.pt2")
+
+
+@pytest.fixture(scope="module")
+def card():
+    return read_card(DEFAULT_MODEL_ID)
+
+
+def test_card_digests_match_the_committed_artefacts(card):
+    for name in ARTEFACTS:
+        digest = hashlib.sha256((model_dir(DEFAULT_MODEL_ID) / name).read_bytes()).hexdigest()
+        assert digest == card["sha256"][name]
+
+
+def test_card_reports_the_target_accuracy_and_parameter_count(card):
+    assert card["test_accuracy"] >= 0.99
+    assert card["test_images"] == 10000
+    assert card["train_images"] == 60000
+    assert card["parameters"] == count_parameters(MnistCNN())
+
+
+@pytest.mark.parametrize("artefact", ARTEFACTS)
+def test_artefact_classifies_the_shipped_digits(artefact, example_digits):
+    images, labels = example_digits
+    model = load_model(model_dir(DEFAULT_MODEL_ID) / artefact)
+    result = predict(model, to_model_input(images[:, None]))
+    np.testing.assert_array_equal(result.labels, labels)
+    assert result.probabilities.shape == (10, 10)
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_torchscript_and_export_formats_agree(mnist_test):
+    inputs = to_model_input(mnist_test.images[:500, None])
+    scripted = predict(load_model(model_dir(DEFAULT_MODEL_ID) / "model.pt"), inputs)
+    exported = predict(load_model(model_dir(DEFAULT_MODEL_ID) / "model.pt2"), inputs)
+    np.testing.assert_array_equal(scripted.labels, exported.labels)
+    np.testing.assert_allclose(scripted.probabilities, exported.probabilities, atol=1e-5)
+
+
+def test_batch_of_one_and_large_batches_work():
+    model = load_model(model_dir(DEFAULT_MODEL_ID) / "model.pt")
+    for n in (1, 257):
+        assert predict(model, torch.zeros(n, 1, 28, 28)).labels.shape == (n,)
+
+
+def test_missing_artefact_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model artefact not found"):
+        load_model(tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize(
+    ("gpu_ids", "cuda", "expected"),
+    [([], False, "cpu"), ([], True, "cpu"), ([0], False, "cpu"), ([0], True, "cuda"), (["1"], True, "cuda")],
+)
+def test_device_follows_the_replicas_gpu_share(gpu_ids, cuda, expected):
+    assert select_device(gpu_ids, cuda).type == expected
