@@ -1,76 +1,105 @@
 """The embedded default: serve the whole graph on a local Ray (CPU).
 
     python -m serve_app.local                    # or: mnist-serve
-    python -m serve_app.local --config my.yaml
+    python -m serve_app.local --config my.yaml --dashboard-port 8266
 
-Runs ``serve run <config>`` (Ray's own CLI: it starts a local Ray and deploys
-the config exactly as written), waits until ``/healthz`` answers, prints a curl
-line that works as printed, and on Ctrl-C lets Serve shut down cleanly.
+Starts a local Ray with its dashboard, then deploys the Serve config the way the
+KubeRay operator deploys a RayService's ``serveConfigV2``: ``PUT
+/api/serve/applications/`` with the config as JSON and Ray's auth token, then
+``GET ...?api_type=declarative`` until every application is RUNNING. Prints a
+curl line that works as printed; Ctrl-C (or SIGTERM) shuts Serve and Ray down.
+
+The tests and the benchmarks start the app through :func:`local_cluster` too.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import requests
 import yaml
 
 from serve_app.config import REPO_ROOT, SERVE_CONFIG_PATH
+from serve_app.dashboard import DashboardClient, read_auth_token
 
 EXAMPLE_DIGIT = REPO_ROOT / "examples" / "digits" / "digit.json"
+DEFAULT_DASHBOARD_PORT = 8265
 STARTUP_TIMEOUT_S = 300
-SHUTDOWN_TIMEOUT_S = 60
 
 
-def http_port(config_path: Path) -> int:
-    """The proxy port the Serve config asks for (Serve's default, 8000, if unset)."""
-    config = yaml.safe_load(config_path.read_text())
+@dataclass(frozen=True)
+class LocalCluster:
+    """A running local deployment: where to send requests, and its dashboard client."""
+
+    http_url: str
+    dashboard_url: str
+    dashboard: DashboardClient
+    serve_config: dict[str, Any]
+
+
+def load_serve_config(path: Path = SERVE_CONFIG_PATH, http_port: int | None = None) -> dict[str, Any]:
+    """Read a Serve config file; optionally move the proxy to ``http_port``."""
+    config = yaml.safe_load(path.read_text())
+    if http_port is not None:
+        config.setdefault("http_options", {})["port"] = http_port
+    return config
+
+
+def http_port_of(config: dict[str, Any]) -> int:
+    """The proxy port a Serve config asks for (Serve's default, 8000, if unset)."""
     return int((config.get("http_options") or {}).get("port", 8000))
 
 
-def serve_cli() -> list[str]:
-    """The ``serve`` command of the Ray installation beside this interpreter."""
-    beside = Path(sys.executable).with_name("serve")
-    found = str(beside) if beside.exists() else shutil.which("serve")
-    if found is None:
-        raise SystemExit("the 'serve' command of ray[serve] is not installed")
-    return [found]
+@contextmanager
+def local_cluster(
+    serve_config: dict[str, Any],
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT,
+    log_to_driver: bool = True,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+) -> Iterator[LocalCluster]:
+    """Start a local Ray, deploy ``serve_config`` through the dashboard, yield it, shut it all down."""
+    import ray
+    from ray import serve
+
+    context = ray.init(
+        include_dashboard=True, dashboard_port=dashboard_port, namespace="serve", log_to_driver=log_to_driver
+    )
+    try:
+        dashboard_url = f"http://{context.dashboard_url}"
+        dashboard = DashboardClient(dashboard_url, token=read_auth_token())
+        dashboard.deploy(serve_config)
+        dashboard.wait_until_running([app["name"] for app in serve_config["applications"]], timeout_s=timeout_s)
+        yield LocalCluster(
+            http_url=f"http://127.0.0.1:{http_port_of(serve_config)}",
+            dashboard_url=dashboard_url,
+            dashboard=dashboard,
+            serve_config=serve_config,
+        )
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``process`` exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"serve run exited with code {process.returncode} before the app was up")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"the app did not answer {url} within {timeout_s} s")
-
-
-def banner(port: int) -> str:
+def banner(cluster: LocalCluster) -> str:
     """What to tell the user once the app answers."""
-    base = f"http://localhost:{port}"
+    base = cluster.http_url.replace("127.0.0.1", "localhost")
     return f"""
 mnist-serve is up on a local Ray (CPU).
 
   classify a real digit (a 7):
     curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
-  upload an image:
+  upload images:
     curl -s -X POST {base}/predict/image -F files=@{EXAMPLE_DIGIT.with_name("digit-3.png")}
   API docs:        {base}/docs
   health:          {base}/healthz
-  Ray dashboard:   http://localhost:8265
+  Ray dashboard:   {cluster.dashboard_url}
 
 Press Ctrl-C to stop.
 """
@@ -81,37 +110,29 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(config_path: Path) -> int:
-    """Start ``serve run``, announce the app, and stop it cleanly on Ctrl-C or SIGTERM."""
-    port = http_port(config_path)
-    process = subprocess.Popen([*serve_cli(), "run", str(config_path)], cwd=REPO_ROOT)
+def run(config_path: Path, dashboard_port: int, http_port: int | None) -> int:
+    """Serve until Ctrl-C or SIGTERM; return the exit code."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    config = load_serve_config(config_path, http_port)
+    print(f"starting a local Ray and deploying {config_path} ...", flush=True)
     try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/healthz", process, STARTUP_TIMEOUT_S)
-        print(banner(port), flush=True)
-        return process.wait()
+        with local_cluster(config, dashboard_port=dashboard_port) as cluster:
+            print(banner(cluster), flush=True)
+            while True:
+                time.sleep(3600)
     except KeyboardInterrupt:
-        print("\nstopping: shutting Serve and the local Ray down ...", flush=True)
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print("stopped.", flush=True)
-        return 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        print("\nstopped: Serve and the local Ray are shut down.", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=SERVE_CONFIG_PATH, help="a Serve config file")
+    parser.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT)
+    parser.add_argument("--http-port", type=int, default=None, help="override the config's http_options.port")
     args = parser.parse_args(argv)
-    sys.exit(run(args.config.resolve()))
+    sys.exit(run(args.config.resolve(), args.dashboard_port, args.http_port))
 
 
 if __name__ == "__main__":

@@ -7,19 +7,17 @@ HTTP port is changed, to a free one, so a developer's running app is left alone.
 
 from __future__ import annotations
 
-import copy
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import ray
 import requests
-import yaml
 from ray import serve
 
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
 from serve_app.dashboard import DashboardClient, read_auth_token
+from serve_app.local import load_serve_config, local_cluster
 
 
 def free_port() -> int:
@@ -54,35 +52,13 @@ class LocalServe:
         }
 
 
-def local_serve_config(http_port: int) -> dict:
-    """config/serve.yaml with only the proxy port changed."""
-    config = copy.deepcopy(yaml.safe_load(SERVE_CONFIG_PATH.read_text()))
-    config["http_options"]["port"] = http_port
-    return config
-
-
 @pytest.fixture(scope="session")
-def local_ray() -> Iterator[str]:
-    """A real local Ray cluster (token auth on, as Ray 2.60 defaults); yields the dashboard URL."""
-    dashboard_port = free_port()
-    context = ray.init(include_dashboard=True, dashboard_port=dashboard_port, namespace="serve", log_to_driver=False)
-    try:
-        yield f"http://{context.dashboard_url}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def local_serve(local_ray: str) -> LocalServe:
-    """The app deployed from the project's Serve config through the operator's REST path."""
-    token = read_auth_token()
-    assert token, "Ray 2.60 turns token auth on for a local cluster; no token found"
-    dashboard = DashboardClient(local_ray, token=token)
-    config = local_serve_config(free_port())
-    dashboard.deploy(config)
-    dashboard.wait_until_running([APP_NAME], timeout_s=300)
-    return LocalServe(f"http://127.0.0.1:{config['http_options']['port']}", dashboard, config)
+def local_serve() -> Iterator[LocalServe]:
+    """A real local Ray with the app deployed from the project's config through the operator's REST path."""
+    config = load_serve_config(SERVE_CONFIG_PATH, http_port=free_port())
+    with local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
+        assert read_auth_token(), "Ray 2.60 turns token auth on for a local cluster; no token found"
+        yield LocalServe(cluster.http_url, cluster.dashboard, config)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,56 @@
+"""The README's main command: starts the graph, prints a curl line that works as printed, stops on Ctrl-C."""
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from serve_app.config import REPO_ROOT
+
+from .conftest import free_port
+
+
+@pytest.mark.slow
+def test_main_command_serves_prints_a_working_curl_and_stops_cleanly():
+    http_port, dashboard_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serve_app.local",
+            "--http-port",
+            str(http_port),
+            "--dashboard-port",
+            str(dashboard_port),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "".join(lines)
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        output = "".join(lines)
+        curl_line = next(line.strip() for line in lines if line.strip().startswith("curl") and "/predict " in line)
+        assert f"localhost:{http_port}" in curl_line
+        answer = subprocess.run(shlex.split(curl_line), capture_output=True, text=True, timeout=60, check=True)
+        assert json.loads(answer.stdout)["predicted_label"] == [7], output
+        process.send_signal(signal.SIGINT)
+        remaining, _ = process.communicate(timeout=120)
+        assert process.returncode == 0
+        assert "stopped" in remaining
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
