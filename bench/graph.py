@@ -1,0 +1,106 @@
+"""Single-image latency and throughput through the whole graph, beside the raw model.
+
+    python -m bench.graph                       # 8 s per point, concurrency 1, 8, 32
+    python -m bench.graph --duration 15 --concurrency 1 8 32 64
+
+Starts the app from ``config/serve.yaml`` on a local Ray (as the main command
+does), drives ``POST /predict`` with one real digit per request using wrk, and
+times the raw TorchScript model in this process at batch 1 and 32. Prints one
+table; ``--json`` also writes the figures to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import requests
+import torch
+
+from bench.wrk import WrkResult, require_wrk, run_wrk
+from serve_app.examples import EXAMPLES_DIR
+from serve_app.local import load_serve_config, local_cluster
+from serve_app.model import DEFAULT_MODEL_ID, load_model, model_dir, predict
+from serve_app.transforms import to_model_input
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def raw_model_images_per_s(batch_size: int, seconds: float = 3.0) -> float:
+    """Images/s of the served artefact called in-process on real digits (normalised once, outside the timing)."""
+    model = load_model(model_dir(DEFAULT_MODEL_ID) / "model.pt")
+    digits = json.loads((EXAMPLES_DIR / "digits-10.json").read_text())["image"]
+    images = to_model_input(torch.tensor([digits[i % 10] for i in range(batch_size)], dtype=torch.uint8)[:, None])
+    for _ in range(20):
+        predict(model, images)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predict(model, images)
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+def machine_description() -> str:
+    """CPU count and model, for the table's caption."""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        platform.processor(),
+    )
+    return f"{os.cpu_count()} CPUs ({model}), torch {torch.__version__}, {torch.get_num_threads()} torch threads"
+
+
+def format_table(results: list[WrkResult], raw: dict[int, float]) -> str:
+    """The benchmark's table, in Markdown."""
+    lines = [
+        "| path | concurrency | images/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        lines.append(
+            f"| HTTP /predict, whole graph, 1 image/request | {result.connections} | {result.requests_per_s:,.0f} | "
+            f"{result.p50_ms:.1f} | {result.p99_ms:.1f} | {result.errors + result.non_2xx} |"
+        )
+    for batch_size, images_per_s in raw.items():
+        lines.append(f"| raw model in-process, batch {batch_size} | - | {images_per_s:,.0f} | - | - | - |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=8, help="seconds per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    require_wrk()
+
+    raw = {batch: raw_model_images_per_s(batch) for batch in (1, 32)}
+    body = (EXAMPLES_DIR / "digit.json").read_bytes()
+    config = load_serve_config(http_port=free_port())
+    with local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
+        url = cluster.http_url + "/predict"
+        assert requests.post(url, data=body, timeout=60).json()["predicted_label"] == [7]
+        run_wrk(url, body, connections=8, duration_s=2)  # warm-up
+        results = [run_wrk(url, body, connections=c, duration_s=args.duration) for c in args.concurrency]
+
+    print(f"\nmachine: {machine_description()}; {args.duration:g} s per point, wrk\n")
+    print(format_table(results, raw))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"http": [asdict(r) for r in results], "raw_images_per_s": raw, "machine": machine_description()}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
