@@ -3,7 +3,7 @@
     python -m bench.graph                       # 8 s per point, concurrency 1, 8, 32
     python -m bench.graph --duration 15 --concurrency 1 8 32 64
 
-Starts the app from ``config/serve.yaml`` on a local Ray (as the main command
+Starts the app from ``charts/mnist-serve/files/serve-config.yaml`` on a local Ray (as the main command
 does), drives ``POST /predict`` with one real digit per request using wrk, and
 times the raw TorchScript model in this process at batch 1 and 32. Prints one
 table; ``--json`` also writes the figures to a file.

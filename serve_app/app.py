@@ -1,6 +1,6 @@
 """The application builder: the one place where the Serve graph is bound.
 
-``config/serve.yaml`` names ``serve_app.app:build_app`` as its ``import_path``;
+``charts/mnist-serve/files/serve-config.yaml`` names ``serve_app.app:build_app`` as its ``import_path``;
 Serve validates the config's ``args:`` against :class:`~serve_app.config.AppArgs`
 and calls this function.
 """

@@ -1,8 +1,8 @@
 """Typed arguments of the application builder and the path of the Serve config.
 
 ``AppArgs`` is what the ``args:`` block of an application in the Serve config
-(``config/serve.yaml``, and the chart's ``serveConfigV2`` rendered from it) is
-validated against. Per-deployment settings (replicas, resources, user_config)
+(``charts/mnist-serve/files/serve-config.yaml``, and the chart's ``serveConfigV2``
+rendered from it) is validated against. Per-deployment settings (replicas, resources, user_config)
 live in that config's ``deployments:`` list, not here.
 """
 
@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.model import DEFAULT_MODEL_ID
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The one Serve config: ``serve run``/``serve deploy`` take it as is; the Helm chart renders it.
-SERVE_CONFIG_PATH = REPO_ROOT / "config" / "serve.yaml"
+#: The one Serve config. It lives inside the chart because Helm reads only files inside a
+#: chart; ``serve run``/``serve deploy`` and the local run take it as is, the chart renders
+#: it into the RayService's serveConfigV2 with per-environment numbers from values.
+SERVE_CONFIG_PATH = REPO_ROOT / "charts" / "mnist-serve" / "files" / "serve-config.yaml"
 APP_NAME = "mnist"
 
 
@@ -32,4 +34,15 @@ class AppArgs(BaseModel):
     max_batch_images: int = Field(256, ge=1, le=4096, description="most images one request may carry (413 above)")
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest request body accepted, in bytes (413 above)"
+    )
+
+
+class BatchingConfig(BaseModel):
+    """The Classifier's ``user_config``: dynamic batching, changeable live through ``reconfigure()``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1, le=1024, description="most requests merged into one model call")
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, le=1, description="longest wait for a batch to fill after its first request, in seconds"
     )

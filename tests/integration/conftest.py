@@ -1,4 +1,4 @@
-"""One real local Ray for the whole session, with the app deployed from config/serve.yaml.
+"""One real local Ray for the whole session, with the app deployed from charts/mnist-serve/files/serve-config.yaml.
 
 The config is deployed through the dashboard's REST API, exactly as the KubeRay
 operator deploys a RayService's serveConfigV2 (JSON body, token header). Only the

@@ -1,0 +1,187 @@
+{{/*
+Chart name, truncated to 63 characters.
+*/}}
+{{- define "mnist-serve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: the RayService name. Not truncated: validateValues fails with a message when it is
+longer than KubeRay's 47 characters or not a DNS-1035 label, instead of silently changing it.
+*/}}
+{{- define "mnist-serve.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart label value.
+*/}}
+{{- define "mnist-serve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: stable for the life of a release. The only chart labels inside the Ray pod
+templates, because any change there makes KubeRay build a whole new cluster.
+*/}}
+{{- define "mnist-serve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mnist-serve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of every object the chart owns (never inside the RayService's pod templates).
+*/}}
+{{- define "mnist-serve.labels" -}}
+helm.sh/chart: {{ include "mnist-serve.chart" . }}
+{{ include "mnist-serve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mnist-serve
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The app image: repository@digest when a digest is set, else repository:tag (tag defaults to appVersion).
+*/}}
+{{- define "mnist-serve.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding Ray's auth token (key auth_token).
+*/}}
+{{- define "mnist-serve.authSecretName" -}}
+{{- default (printf "%s-ray-auth" (include "mnist-serve.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/*
+Redis: service name, address, and the Secret/key holding its password.
+*/}}
+{{- define "mnist-serve.redisName" -}}
+{{- printf "%s-redis" (include "mnist-serve.fullname" .) }}
+{{- end }}
+
+{{- define "mnist-serve.redisAddress" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "%s.%s.svc.cluster.local:6379" (include "mnist-serve.redisName" .) .Release.Namespace }}
+{{- else }}
+{{- .Values.redis.external.address }}
+{{- end }}
+{{- end }}
+
+{{- define "mnist-serve.redisSecretName" -}}
+{{- if .Values.redis.enabled }}
+{{- default (include "mnist-serve.redisName" .) .Values.redis.existingSecret }}
+{{- else }}
+{{- .Values.redis.external.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "mnist-serve.redisPasswordKey" -}}
+{{- if .Values.redis.enabled }}redis-password{{ else }}{{ .Values.redis.external.passwordKey }}{{ end }}
+{{- end }}
+
+{{/*
+A random secret value that survives upgrades: reuse the value in the live Secret when there is one.
+Usage: include "mnist-serve.stableSecret" (list $ secretName key length)
+*/}}
+{{- define "mnist-serve.stableSecret" -}}
+{{- $root := index . 0 }}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (index . 1) }}
+{{- if and $existing (hasKey $existing.data (index . 2)) }}
+{{- index $existing.data (index . 2) | b64dec }}
+{{- else }}
+{{- randAlphaNum (index . 3) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Ray pod template (head or worker). Only the selector labels and a component label go into
+the template's metadata: anything that changes per chart version would rebuild the cluster.
+Usage: include "mnist-serve.podTemplate" (dict "root" $ "component" "ray-head" "group" .Values.head "resources" ... "head" true)
+*/}}
+{{- define "mnist-serve.podTemplate" -}}
+{{- $root := .root }}
+{{- $group := .group }}
+metadata:
+  labels:
+    {{- include "mnist-serve.selectorLabels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+    {{- with $root.Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $root.Values.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 1000
+    fsGroup: 100
+  containers:
+    # KubeRay treats the first container as the Ray container.
+    - name: {{ if .head }}ray-head{{ else }}ray-worker{{ end }}
+      image: {{ include "mnist-serve.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      securityContext:
+        allowPrivilegeEscalation: false
+        capabilities:
+          drop: ["ALL"]
+      ports:
+        {{- if .head }}
+        - name: gcs-server
+          containerPort: 6379
+        - name: dashboard
+          containerPort: 8265
+        - name: client
+          containerPort: 10001
+        {{- end }}
+        - name: serve
+          containerPort: 8000
+        - name: metrics
+          containerPort: 8080
+      resources:
+        {{- toYaml .resources | nindent 8 }}
+      volumeMounts:
+        - name: shared-mem
+          mountPath: /dev/shm
+  volumes:
+    # Ray's object store lives in /dev/shm; the container default (64 MiB) is too small.
+    - name: shared-mem
+      emptyDir:
+        medium: Memory
+        sizeLimit: 1Gi
+  {{- with $group.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

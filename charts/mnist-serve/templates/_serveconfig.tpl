@@ -1,0 +1,60 @@
+{{/*
+serveConfigV2: the project's one Serve config (files/serve-config.yaml, the same file the local
+run deploys), with only per-environment numbers replaced from values:
+  - application args: modelId, maxBatchImages, maxBodyBytes
+  - per deployment: num_replicas or autoscaling_config, max_ongoing_requests,
+    ray_actor_options.num_cpus / num_gpus / resources, and the Classifier's user_config (batching)
+Everything else (import_path, deployment names, proxy and HTTP options) comes from the file,
+so the local run and the cluster cannot drift; tests/chart/test_serve_config.py proves it.
+*/}}
+{{- define "mnist-serve.serveConfig" -}}
+{{- $config := .Files.Get "files/serve-config.yaml" | fromYaml }}
+{{- $serve := .Values.serve }}
+{{- range $app := $config.applications }}
+{{- $args := default (dict) $app.args }}
+{{- $_ := set $args "model_id" $serve.app.modelId }}
+{{- $_ := set $args "max_batch_images" (int $serve.app.maxBatchImages) }}
+{{- $_ := set $args "max_body_bytes" (int64 $serve.app.maxBodyBytes) }}
+{{- $_ := set $app "args" $args }}
+{{- range $deployment := $app.deployments }}
+{{- $values := index $serve (lower $deployment.name) }}
+{{- $actorOptions := default (dict) $deployment.ray_actor_options }}
+{{- $_ := set $actorOptions "num_cpus" $values.numCpus }}
+{{- if eq $deployment.name "Classifier" }}
+{{- $_ := set $actorOptions "num_gpus" $values.numGpus }}
+{{- $_ := set $deployment "user_config" (dict "max_batch_size" (int $values.batching.maxBatchSize) "batch_wait_timeout_s" $values.batching.batchWaitTimeoutS) }}
+{{- else if $.Values.workerGroups.cpu.enabled }}
+{{- /* Pin CPU-only deployments to the CPU worker group through its custom resource. */}}
+{{- $_ := set $actorOptions "resources" (dict (include "mnist-serve.cpuPoolResource" $) 1) }}
+{{- end }}
+{{- $_ := set $deployment "ray_actor_options" $actorOptions }}
+{{- $_ := set $deployment "max_ongoing_requests" (int $values.maxOngoingRequests) }}
+{{- if $values.autoscaling.enabled }}
+{{- $_ := unset $deployment "num_replicas" }}
+{{- $autoscaling := dict "min_replicas" (int $values.autoscaling.minReplicas) "max_replicas" (int $values.autoscaling.maxReplicas) "target_ongoing_requests" $values.autoscaling.targetOngoingRequests }}
+{{- if hasKey $values.autoscaling "initialReplicas" }}
+{{- if not (kindIs "invalid" $values.autoscaling.initialReplicas) }}
+{{- $_ := set $autoscaling "initial_replicas" (int $values.autoscaling.initialReplicas) }}
+{{- end }}
+{{- end }}
+{{- range $key, $field := dict "upscaleDelayS" "upscale_delay_s" "downscaleDelayS" "downscale_delay_s" "lookBackPeriodS" "look_back_period_s" }}
+{{- if hasKey $values.autoscaling $key }}
+{{- $_ := set $autoscaling $field (index $values.autoscaling $key) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $deployment "autoscaling_config" $autoscaling }}
+{{- else }}
+{{- $_ := unset $deployment "autoscaling_config" }}
+{{- $_ := set $deployment "num_replicas" (int $values.numReplicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+Custom Ray resource that the CPU worker group advertises and the CPU-only deployments ask for.
+*/}}
+{{- define "mnist-serve.cpuPoolResource" -}}
+mnist_cpu_pool
+{{- end }}
