@@ -59,7 +59,9 @@ class Classifier:
         """Normalised float32 (N, 1, 28, 28) -> labels, probabilities and the model id."""
         return await self._predict_batch(images)
 
-    @serve.batch(max_batch_size=_DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s)
+    @serve.batch(
+        max_batch_size=_DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s
+    )
     async def _predict_batch(self, requests: list[np.ndarray]) -> list[dict[str, Any]]:
         """One model call for several requests' images; answers in request order."""
         sizes = [len(images) for images in requests]

@@ -63,13 +63,22 @@ def local_cluster(
     dashboard_port: int = DEFAULT_DASHBOARD_PORT,
     log_to_driver: bool = True,
     timeout_s: float = STARTUP_TIMEOUT_S,
+    **ray_init_kwargs: Any,
 ) -> Iterator[LocalCluster]:
-    """Start a local Ray, deploy ``serve_config`` through the dashboard, yield it, shut it all down."""
+    """Start a local Ray, deploy ``serve_config`` through the dashboard, yield it, shut it all down.
+
+    ``ray_init_kwargs`` go to ``ray.init`` (e.g. logical ``num_gpus``/``resources`` that mimic a
+    cluster's worker groups).
+    """
     import ray
     from ray import serve
 
     context = ray.init(
-        include_dashboard=True, dashboard_port=dashboard_port, namespace="serve", log_to_driver=log_to_driver
+        include_dashboard=True,
+        dashboard_port=dashboard_port,
+        namespace="serve",
+        log_to_driver=log_to_driver,
+        **ray_init_kwargs,
     )
     try:
         dashboard_url = f"http://{context.dashboard_url}"

@@ -26,9 +26,11 @@ def scenario_values(scenario: str) -> dict[str, Any]:
     return yaml.safe_load((CI_DIR / f"{scenario}-values.yaml").read_text()) or {}
 
 
-def render_chart(values: dict[str, Any] | None = None, name: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
+def render_chart(
+    values: dict[str, Any] | None = None, name: str = RELEASE, namespace: str = NAMESPACE, chart_dir: Path = CHART_DIR
+) -> Rendered:
     """Render the chart; return template path -> parsed objects (empty documents dropped)."""
-    with helm.Chart.load(str(CHART_DIR)) as chart:
+    with helm.Chart.load(str(chart_dir)) as chart:
         manifests = chart.render(values or {}, name=name, namespace=namespace, is_install=True)
     rendered: Rendered = {}
     for path, text in manifests.items():
@@ -73,8 +75,3 @@ def render() -> Callable[..., Rendered]:
 def scenario(request: pytest.FixtureRequest) -> tuple[str, Rendered]:
     """(name, rendered objects) for every ci/ scenario."""
     return request.param, render_chart(scenario_values(request.param))
-
-
-def chart_dir() -> Path:
-    """Where the chart lives."""
-    return CHART_DIR

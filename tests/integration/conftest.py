@@ -52,11 +52,17 @@ class LocalServe:
         }
 
 
+#: Logical resources of the shared test cluster, shaped like the chart's cpu-only scenario: a
+#: "GPU" to pack fractional Classifier replicas on (as KubeRay's simulated GPU group advertises),
+#: the CPU group's custom resource, and 4 logical CPUs. Logical: nothing runs on a GPU.
+TEST_CLUSTER_RESOURCES = {"num_cpus": 4, "num_gpus": 1, "resources": {"mnist_cpu_pool": 1000}}
+
+
 @pytest.fixture(scope="session")
 def local_serve() -> Iterator[LocalServe]:
     """A real local Ray with the app deployed from the project's config through the operator's REST path."""
     config = load_serve_config(SERVE_CONFIG_PATH, http_port=free_port())
-    with local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
+    with local_cluster(config, dashboard_port=free_port(), log_to_driver=False, **TEST_CLUSTER_RESOURCES) as cluster:
         assert read_auth_token(), "Ray 2.60 turns token auth on for a local cluster; no token found"
         yield LocalServe(cluster.http_url, cluster.dashboard, config)
 

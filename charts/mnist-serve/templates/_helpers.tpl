@@ -30,12 +30,21 @@ Chart label value.
 {{- end }}
 
 {{/*
-Selector labels: stable for the life of a release. The only chart labels inside the Ray pod
-templates, because any change there makes KubeRay build a whole new cluster.
+Selector labels of the chart's own workloads (Redis): stable for the life of a release.
 */}}
 {{- define "mnist-serve.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "mnist-serve.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels inside the Ray pod templates. Never app.kubernetes.io/name: KubeRay's head Service
+selects head pods by app.kubernetes.io/name=kuberay, which the pod must keep. Stable for the
+life of a release (a change here makes KubeRay build a new cluster).
+*/}}
+{{- define "mnist-serve.rayPodLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: mnist-serve
 {{- end }}
 
 {{/*
@@ -121,7 +130,7 @@ Usage: include "mnist-serve.podTemplate" (dict "root" $ "component" "ray-head" "
 {{- $group := .group }}
 metadata:
   labels:
-    {{- include "mnist-serve.selectorLabels" $root | nindent 4 }}
+    {{- include "mnist-serve.rayPodLabels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ .component }}
     {{- with $root.Values.podLabels }}
     {{- toYaml . | nindent 4 }}

@@ -1,0 +1,107 @@
+"""Layer 3, offline: the rendered serveConfigV2 is a valid Serve config, and it is the project's
+one Serve config with only per-environment numbers changed (the local run cannot drift)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from serve_app.config import SERVE_CONFIG_PATH, AppArgs, BatchingConfig
+
+from .conftest import CHART_DIR, render_chart, scenario_values, serve_config_of
+
+#: The only keys the chart may set per deployment; everything else comes from the file.
+CHART_OWNED_DEPLOYMENT_KEYS = {"num_replicas", "autoscaling_config", "max_ongoing_requests", "user_config"}
+CHART_OWNED_ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources"}
+
+
+def strip_chart_owned(config: dict) -> dict:
+    """A Serve config without the keys the chart overrides per environment."""
+    config = copy.deepcopy(config)
+    for app in config["applications"]:
+        app.pop("args", None)
+        for deployment in app["deployments"]:
+            for key in CHART_OWNED_DEPLOYMENT_KEYS:
+                deployment.pop(key, None)
+            options = deployment.get("ray_actor_options", {})
+            for key in CHART_OWNED_ACTOR_OPTIONS:
+                options.pop(key, None)
+    return config
+
+
+def test_rendered_config_parses_with_rays_own_schema(scenario):
+    _, rendered = scenario
+    ServeDeploySchema.model_validate(serve_config_of(rendered))
+
+
+def test_rendered_config_is_plain_json(scenario):
+    _, rendered = scenario
+    config = serve_config_of(rendered)
+    assert json.loads(json.dumps(config)) == config  # the operator sends it as JSON
+
+
+def test_chart_and_local_run_share_one_serve_config(scenario):
+    _, rendered = scenario
+    local = yaml.safe_load(SERVE_CONFIG_PATH.read_text())
+    assert strip_chart_owned(serve_config_of(rendered)) == strip_chart_owned(local)
+
+
+def test_a_change_to_the_file_reaches_the_chart(tmp_path):
+    # The drift test above is only meaningful if the chart really reads the file.
+    copy_dir = tmp_path / "mnist-serve"
+    shutil.copytree(CHART_DIR, copy_dir)
+    edited = yaml.safe_load(SERVE_CONFIG_PATH.read_text())
+    edited["applications"][0]["route_prefix"] = "/mnist"
+    edited["logging_config"]["log_level"] = "DEBUG"
+    (copy_dir / "files" / "serve-config.yaml").write_text(yaml.safe_dump(edited))
+    rendered = serve_config_of(render_chart({}, chart_dir=copy_dir))
+    assert rendered["applications"][0]["route_prefix"] == "/mnist"
+    assert rendered["logging_config"]["log_level"] == "DEBUG"
+
+
+def test_app_args_and_user_config_validate_against_the_apps_own_models(scenario):
+    _, rendered = scenario
+    (app,) = serve_config_of(rendered)["applications"]
+    AppArgs.model_validate(app["args"])
+    (classifier,) = [d for d in app["deployments"] if d["name"] == "Classifier"]
+    BatchingConfig.model_validate(classifier["user_config"])
+
+
+def test_values_reach_the_serve_config():
+    values = {
+        "serve": {
+            "app": {"maxBatchImages": 64},
+            "classifier": {
+                "numGpus": 0.5,
+                "numReplicas": 3,
+                "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0.01},
+                "maxOngoingRequests": 16,
+            },
+        },
+        "workerGroups": {"gpu": {"maxReplicas": 2}},
+    }
+    (app,) = serve_config_of(render_chart(values))["applications"]
+    classifier = next(d for d in app["deployments"] if d["name"] == "Classifier")
+    assert app["args"]["max_batch_images"] == 64
+    assert classifier["num_replicas"] == 3
+    assert classifier["ray_actor_options"]["num_gpus"] == 0.5
+    assert classifier["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
+    assert classifier["max_ongoing_requests"] == 16
+
+
+def test_autoscaling_replaces_num_replicas():
+    (app,) = serve_config_of(render_chart(scenario_values("autoscaling")))["applications"]
+    classifier = next(d for d in app["deployments"] if d["name"] == "Classifier")
+    assert "num_replicas" not in classifier
+    assert classifier["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 8,
+        "target_ongoing_requests": 16,
+        "upscale_delay_s": 5,
+        "downscale_delay_s": 60,
+        "look_back_period_s": 30,
+    }
