@@ -54,7 +54,11 @@ def raw_model_images_per_s(batch_size: int, seconds: float = 3.0) -> float:
 def machine_description() -> str:
     """CPU count and model, for the table's caption."""
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         platform.processor(),
     )
     return f"{os.cpu_count()} CPUs ({model}), torch {torch.__version__}, {torch.get_num_threads()} torch threads"
@@ -98,7 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(results, raw))
     if args.json:
         args.json.write_text(
-            json.dumps({"http": [asdict(r) for r in results], "raw_images_per_s": raw, "machine": machine_description()}, indent=2)
+            json.dumps(
+                {"http": [asdict(r) for r in results], "raw_images_per_s": raw, "machine": machine_description()},
+                indent=2,
+            )
         )
 
 

@@ -62,7 +62,12 @@ def require_wrk() -> str:
 
 
 def run_wrk(
-    url: str, body: bytes, connections: int, duration_s: float, content_type: str = "application/json", timeout_s: int = 10
+    url: str,
+    body: bytes,
+    connections: int,
+    duration_s: float,
+    content_type: str = "application/json",
+    timeout_s: int = 10,
 ) -> WrkResult:
     """POST ``body`` to ``url`` from ``connections`` connections (1 thread) for ``duration_s``."""
     wrk = require_wrk()
@@ -73,7 +78,16 @@ def run_wrk(
         script.write_text(_LUA % {"content_type": content_type, "body_path": body_path})
         threads = 1 if connections < 16 else 2
         completed = subprocess.run(
-            [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s", f"--timeout={timeout_s}s", "-s", str(script), url],
+            [
+                wrk,
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(duration_s))}s",
+                f"--timeout={timeout_s}s",
+                "-s",
+                str(script),
+                url,
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from .conftest import render_chart, rayservice_of, scenario_values, serve_config_of
+from .conftest import rayservice_of, render_chart, scenario_values, serve_config_of
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 

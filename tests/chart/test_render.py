@@ -41,7 +41,7 @@ def test_scenario_passes_helm_lint(name):
 
 
 def test_every_scenario_renders_one_rayservice(scenario):
-    name, rendered = scenario
+    _name, rendered = scenario
     rayservice = rayservice_of(rendered)
     assert rayservice["apiVersion"] == "ray.io/v1"
     assert rayservice["metadata"]["name"] == "mnist-serve"

@@ -17,7 +17,6 @@ import pytest
 from ray import serve
 
 from serve_app.config import APP_NAME
-
 from tests.chart.conftest import render_chart, scenario_values, serve_config_of
 
 pytestmark = pytest.mark.chart
