@@ -24,9 +24,10 @@ import requests
 import torch
 
 from bench.wrk import WrkResult, require_wrk, run_wrk
+from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.examples import EXAMPLES_DIR
 from serve_app.local import load_serve_config, local_cluster
-from serve_app.model import DEFAULT_MODEL_ID, load_model, model_dir, predict
+from serve_app.model import load_model, model_dir, predict
 from serve_app.transforms import to_model_input
 
 

@@ -17,8 +17,8 @@ import ray
 import torch
 from ray import serve
 
-from serve_app.config import BatchingConfig
-from serve_app.model import MODELS_DIR, load_model, model_dir, predict, select_device
+from serve_app.config import MODELS_DIR, BatchingConfig
+from serve_app.model import load_model, model_dir, predict, select_device
 
 logger = logging.getLogger("ray.serve")
 

@@ -1,4 +1,6 @@
-"""Typed arguments of the application builder and the path of the Serve config.
+"""Typed arguments of the application builder, the Serve config's path, the model store's path.
+
+Imports nothing heavy (no torch): the ingress imports this module, and its replicas stay small.
 
 ``AppArgs`` is what the ``args:`` block of an application in the Serve config
 (``charts/mnist-serve/files/serve-config.yaml``, and the chart's ``serveConfigV2``
@@ -12,9 +14,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.model import DEFAULT_MODEL_ID
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The model store inside the repository (and inside the image): one directory per model.
+MODELS_DIR = REPO_ROOT / "models"
+DEFAULT_MODEL_ID = "mnist-cnn"
 #: The one Serve config. It lives inside the chart because Helm reads only files inside a
 #: chart; ``serve run``/``serve deploy`` and the local run take it as is, the chart renders
 #: it into the RayService's serveConfigV2 with per-environment numbers from values.

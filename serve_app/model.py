@@ -22,12 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from serve_app.config import MODELS_DIR
+
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 28, 28)
-
-#: Where the model store lives inside the repository (and inside the image).
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL_ID = "mnist-cnn"
 
 
 class MnistCNN(nn.Module):

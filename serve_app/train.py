@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from serve_app import data
-from serve_app.model import ARCHITECTURES, DEFAULT_MODEL_ID, MODELS_DIR, count_parameters, predict
+from serve_app.config import DEFAULT_MODEL_ID, MODELS_DIR
+from serve_app.model import ARCHITECTURES, count_parameters, predict
 from serve_app.transforms import to_model_input
 
 #: Largest random translation (pixels) applied to training digits.

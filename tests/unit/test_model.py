@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.model import (
-    DEFAULT_MODEL_ID,
     MnistCNN,
     count_parameters,
     load_model,
