@@ -20,6 +20,6 @@ def build_app(args: AppArgs) -> Application:
     args = AppArgs.model_validate(args) if isinstance(args, dict) else args
     return Ingress.bind(
         preprocessor=Preprocessor.bind(),
-        classifier=Classifier.bind(model_id=args.model_id, models_dir=args.models_dir),
+        classifier=Classifier.bind(model_store=args.model_store, max_models_per_replica=args.max_models_per_replica),
         args=args,
     )

@@ -1,15 +1,21 @@
-"""Classifier deployment: loads the model once and classifies normalised batches.
+"""Classifier deployment: multiplexed models, dynamic batching, CUDA when given a GPU share.
 
-Runs on CUDA when the replica was given a GPU share (``num_gpus`` > 0, also a
-fraction), on the CPU otherwise. Concurrent requests are merged into one model
-call by ``@serve.batch``; its size and wait come from ``user_config`` and change
-live through ``reconfigure()`` (no replica restart).
+* **Multiplexing.** Models come from the model store (:mod:`serve_app.store`) on demand,
+  at most ``max_models_per_replica`` per replica, least recently used evicted first
+  (``@serve.multiplexed``). Serve routes a request to a replica that already holds its
+  model (the caller sets ``multiplexed_model_id``).
+* **Batching.** Concurrent requests are merged by ``@serve.batch``; its size and wait come
+  from ``user_config`` and change live through ``reconfigure()`` (no replica restart).
+  A batch may hold requests for several models; each model call is made per model, so a
+  model never sees another model's images.
+* **Device.** CUDA when the replica was given a GPU share (``num_gpus`` > 0, fractions
+  too) and CUDA works; the CPU otherwise.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import time
 from typing import Any
 
 import numpy as np
@@ -17,17 +23,15 @@ import ray
 import torch
 from ray import serve
 
-from serve_app.config import MODELS_DIR, BatchingConfig
-from serve_app.model import load_model, model_dir, predict, select_device
+from serve_app.batching import ModelRequest, group_by_model, split_rows
+from serve_app.config import BatchingConfig
+from serve_app.metrics import classifier_metrics
+from serve_app.model import load_model, predict, select_device
+from serve_app.store import ModelCacheTracker, ModelStore
 
 logger = logging.getLogger("ray.serve")
 
 _DEFAULT_BATCHING = BatchingConfig()
-
-
-def split_rows(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Split the rows of a merged batch back into per-request pieces of ``sizes`` rows."""
-    return np.split(values, np.cumsum(sizes)[:-1])
 
 
 # Invariant: max_ongoing_requests >= max_batch_size, or a batch can never fill; 2x lets the
@@ -38,15 +42,42 @@ def split_rows(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     user_config=_DEFAULT_BATCHING.model_dump(),
 )
 class Classifier:
-    """Holds one TorchScript model in memory."""
+    """Holds up to ``max_models_per_replica`` TorchScript models in memory."""
 
-    def __init__(self, model_id: str, models_dir: str | None = None) -> None:
-        self.model_id = model_id
+    def __init__(self, model_store: str | None = None, max_models_per_replica: int = 2) -> None:
+        self.store = ModelStore(model_store)
         self.device = select_device(ray.get_gpu_ids(), torch.cuda.is_available())
-        path = model_dir(model_id, Path(models_dir) if models_dir else MODELS_DIR) / "model.pt"
-        self.model = load_model(path, self.device)
         self.batching = _DEFAULT_BATCHING
-        logger.info("Classifier loaded %s from %s on %s", model_id, path, self.device)
+        self.cache = ModelCacheTracker(max_models_per_replica)
+        self.metrics = classifier_metrics()
+
+        async def load(model_id: str) -> torch.nn.Module:
+            return self._load(model_id)
+
+        # Wired at init so the cache size comes from the app's args (Serve detects it at run time).
+        self._multiplexed_model = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(load)
+        logger.info(
+            "Classifier on %s, model store %s, %d models per replica",
+            self.device,
+            self.store.uri,
+            max_models_per_replica,
+        )
+
+    def _load(self, model_id: str) -> torch.nn.Module:
+        path = self.store.local_artefact(model_id)
+        model = load_model(path, self.device)
+        self.metrics.model_loads.inc(tags={"model": model_id})
+        logger.info("Classifier loaded %s from %s", model_id, path)
+        return model
+
+    async def get_model(self, model_id: str) -> torch.nn.Module:
+        """The loaded model for ``model_id`` (loading it, and evicting the LRU one, if needed)."""
+        event = self.cache.touch(model_id)
+        if event.hit:
+            self.metrics.cache_hits.inc(tags={"model": model_id})
+        if event.evicted is not None:
+            self.metrics.evictions.inc(tags={"model": event.evicted})
+        return await self._multiplexed_model(model_id)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a new ``user_config`` (batch size and wait) without restarting the replica."""
@@ -55,28 +86,52 @@ class Classifier:
         self._predict_batch.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
         logger.info("Classifier batching: %s", self.batching)
 
-    async def predict(self, images: np.ndarray) -> dict[str, Any]:
-        """Normalised float32 (N, 1, 28, 28) -> labels, probabilities and the model id."""
-        return await self._predict_batch(images)
+    async def predict(self, images: np.ndarray, model_id: str | None = None) -> dict[str, Any]:
+        """Normalised float32 (N, 1, 28, 28) -> labels, probabilities and the model id.
+
+        The model is ``model_id``, else the request's multiplexed model id.
+        """
+        chosen = model_id or serve.get_multiplexed_model_id()
+        if not chosen:
+            raise ValueError("no model id: call with model_id or handle.options(multiplexed_model_id=...)")
+        return await self._predict_batch(ModelRequest(chosen, images))
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s
     )
-    async def _predict_batch(self, requests: list[np.ndarray]) -> list[dict[str, Any]]:
-        """One model call for several requests' images; answers in request order."""
-        sizes = [len(images) for images in requests]
-        result = predict(self.model, torch.from_numpy(np.concatenate(requests)))
-        labels = split_rows(result.labels, sizes)
-        probabilities = split_rows(result.probabilities, sizes)
-        return [
-            {"predicted_label": label.tolist(), "probabilities": prob.tolist(), "model_id": self.model_id}
-            for label, prob in zip(labels, probabilities, strict=True)
-        ]
+    async def _predict_batch(self, requests: list[ModelRequest]) -> list[dict[str, Any]]:
+        """One model call per model among the merged requests; answers in request order."""
+        answers: list[dict[str, Any]] = [{} for _ in requests]
+        for model_id, indices in group_by_model(requests).items():
+            model = await self.get_model(model_id)
+            sizes = [len(requests[i].images) for i in indices]
+            started = time.perf_counter()
+            result = predict(model, torch.from_numpy(np.concatenate([requests[i].images for i in indices])))
+            self._record(model_id, len(indices), (time.perf_counter() - started) * 1000, result.labels)
+            for index, labels, probabilities in zip(
+                indices, split_rows(result.labels, sizes), split_rows(result.probabilities, sizes), strict=True
+            ):
+                answers[index] = {
+                    "predicted_label": labels.tolist(),
+                    "probabilities": probabilities.tolist(),
+                    "model_id": model_id,
+                }
+        return answers
+
+    def _record(self, model_id: str, requests: int, latency_ms: float, labels: np.ndarray) -> None:
+        self.metrics.batch_size.observe(requests, tags={"model": model_id})
+        self.metrics.model_latency_ms.observe(latency_ms, tags={"model": model_id})
+        for digit, count in zip(*np.unique(labels, return_counts=True), strict=True):
+            self.metrics.predicted_digits.inc(int(count), tags={"model": model_id, "digit": str(digit)})
 
     def batching_config(self) -> dict[str, Any]:
         """The batching settings in force on this replica."""
         return self.batching.model_dump()
 
+    def loaded_models(self) -> list[str]:
+        """Model ids this replica holds, least recently used first."""
+        return self.cache.loaded
+
     def device_name(self) -> str:
-        """``cpu`` or ``cuda``: where this replica runs the model."""
+        """``cpu`` or ``cuda``: where this replica runs its models."""
         return self.device.type

@@ -31,8 +31,12 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(DEFAULT_MODEL_ID, description="model served when a request names none")
-    models_dir: str | None = Field(
-        None, description="model store directory; default: the store baked into the package/image"
+    model_store: str | None = Field(
+        None,
+        description="model store: a local directory or an fsspec URI (s3://, gs://); default: the baked-in store",
+    )
+    max_models_per_replica: int = Field(
+        2, ge=1, le=64, description="models one Classifier replica keeps loaded (LRU eviction beyond)"
     )
     max_batch_images: int = Field(256, ge=1, le=4096, description="most images one request may carry (413 above)")
     max_body_bytes: int = Field(

@@ -5,10 +5,15 @@ HTTP (port 8000):
 * ``POST /predict``        JSON batch -> labels, probabilities, model id
 * ``POST /``               the tutorial's request shape, same answer
 * ``POST /predict/image``  PNG/JPEG upload of one or more digits
+* ``GET  /models``         the models in the store, with their cards
 * ``GET  /healthz``        liveness
 * ``GET  /docs``           OpenAPI docs
 
 Handle: ``handle.predict.remote({"image": ndarray})`` returns the same dict.
+
+A request chooses its model with the ``serve_multiplexed_model_id`` header (HTTP) or
+``handle.options(multiplexed_model_id=...)``; without one it gets the default model, and an
+unknown id is a 404 that lists the known ones.
 
 Every input is validated here, before any other deployment sees it, and every
 failure is mapped to a status by :mod:`serve_app.errors`.
@@ -18,12 +23,14 @@ route signatures' real types through Serve's class-based ingress.)
 """
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -39,7 +46,15 @@ from serve_app.errors import (
     UnsupportedMediaError,
 )
 from serve_app.inputs import decode_image_files, decode_payload, parse_json_body
-from serve_app.schemas import ERROR_RESPONSES, HealthResponse, PredictRequest, PredictResponse
+from serve_app.metrics import ingress_metrics
+from serve_app.schemas import (
+    ERROR_RESPONSES,
+    HealthResponse,
+    ModelsResponse,
+    PredictRequest,
+    PredictResponse,
+)
+from serve_app.store import ModelStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -60,6 +75,24 @@ _JSON_BODY_DOC = {
         "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
     }
 }
+
+
+#: Routes recorded by name in the latency metric; anything else is "other" (bounded cardinality).
+METRIC_ROUTES = {"/predict", "/", "/predict/image", "/models", "/healthz"}
+MODEL_HEADER = "serve_multiplexed_model_id"
+
+
+@api.middleware("http")
+async def _record_request_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.url.path if request.url.path in METRIC_ROUTES else "other"
+    metrics = ingress_metrics()
+    metrics.request_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+    if route.startswith("/predict") or route == "/":
+        model = getattr(request.state, "model_id", "none")
+        metrics.requests.inc(tags={"model": model, "outcome": str(response.status_code)})
+    return response
 
 
 @api.exception_handler(ServeAppError)
@@ -96,14 +129,35 @@ class Ingress:
         self.preprocessor = preprocessor
         self.classifier = classifier
         self.args = args
+        self.store = ModelStore(args.model_store)
+        self._classifier_by_model: dict[str, DeploymentHandle] = {}
+        self.store.check_id(args.model_id)  # a wrong default fails the deploy, not the first request
 
-    async def _classify(self, pixels: np.ndarray) -> dict[str, Any]:
+    def _resolve_model(self, request: Request | None = None) -> str:
+        """The request's model id (header or handle option), else the default; 404 when unknown."""
+        requested = serve.get_multiplexed_model_id()
+        if request is not None:
+            request.state.model_id = "unknown"
+        model_id = self.store.check_id(requested) if requested else self.args.model_id
+        if request is not None:
+            request.state.model_id = model_id
+        return model_id
+
+    def _classifier_for(self, model_id: str) -> DeploymentHandle:
+        """A Classifier handle that routes to replicas already holding ``model_id``."""
+        handle = self._classifier_by_model.get(model_id)
+        if handle is None:
+            handle = self.classifier.options(multiplexed_model_id=model_id)
+            self._classifier_by_model[model_id] = handle
+        return handle
+
+    async def _classify(self, pixels: np.ndarray, model_id: str) -> dict[str, Any]:
         """Validated (N, 1, 28, 28) pixels -> the Classifier's answer."""
         try:
             # Passing the Preprocessor's response straight on lets Serve hand the tensor
             # to the Classifier without a round trip through this replica.
             normalised = self.preprocessor.run.remote(pixels)
-            return await self.classifier.predict.remote(normalised)
+            return await self._classifier_for(model_id).predict.remote(normalised, model_id)
         except Exception as exc:
             raise map_downstream_error(exc) from exc
 
@@ -128,8 +182,9 @@ class Ingress:
     )
     async def predict_json(self, request: Request) -> dict[str, Any]:
         """Classify ``{"image": [...], "pixel_scale": "auto"}``."""
+        model_id = self._resolve_model(request)
         payload = await self._read_json(request)
-        return await self._classify(decode_payload(payload, self.args.max_batch_images))
+        return await self._classify(decode_payload(payload, self.args.max_batch_images), model_id)
 
     @api.post(
         "/",
@@ -150,12 +205,14 @@ class Ingress:
     )
     async def predict_image(
         self,
+        request: Request,
         files: list[UploadFile] = File(
             description="one or more PNG or JPEG digits; larger images are resized to 28x28"
         ),
         invert: bool = Query(False, description="invert black-on-white drawings to MNIST's white-on-black"),
     ) -> dict[str, Any]:
         """Classify uploaded image files, one prediction per file in upload order."""
+        model_id = self._resolve_model(request)
         contents = []
         total = 0
         for upload in files[: self.args.max_batch_images + 1]:
@@ -164,7 +221,24 @@ class Ingress:
             if total > self.args.max_body_bytes:
                 raise PayloadTooLargeError(f"uploads exceed the limit of {self.args.max_body_bytes} bytes")
             contents.append((upload.filename or "upload", content))
-        return await self._classify(decode_image_files(contents, self.args.max_batch_images, invert))
+        return await self._classify(decode_image_files(contents, self.args.max_batch_images, invert), model_id)
+
+    @api.get("/models", response_model=ModelsResponse, summary="The models clients can choose")
+    async def models(self) -> dict[str, Any]:
+        """Every model in the store, with the facts from its card; choose one with the model-id header."""
+        models = []
+        for model_id in self.store.list_ids():
+            card = self.store.card(model_id)
+            models.append(
+                {
+                    "model_id": model_id,
+                    "default": model_id == self.args.model_id,
+                    "test_accuracy": card["test_accuracy"],
+                    "parameters": card["parameters"],
+                    "pixel_transform": card.get("pixel_transform", "none"),
+                }
+            )
+        return {"default_model_id": self.args.model_id, "header": MODEL_HEADER, "models": models}
 
     @api.get("/healthz", response_model=HealthResponse, summary="Liveness")
     async def healthz(self) -> dict[str, Any]:
@@ -177,5 +251,9 @@ class Ingress:
         }
 
     async def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """DeploymentHandle API: ``{"image": ndarray | nested lists}`` -> the same dict as ``/predict``."""
-        return await self._classify(decode_payload(batch, self.args.max_batch_images))
+        """DeploymentHandle API: ``{"image": ndarray | nested lists}`` -> the same dict as ``/predict``.
+
+        Choose a model with ``handle.options(multiplexed_model_id=...).predict.remote(...)``.
+        """
+        model_id = self._resolve_model()
+        return await self._classify(decode_payload(batch, self.args.max_batch_images), model_id)

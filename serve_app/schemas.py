@@ -56,6 +56,24 @@ class PredictResponse(BaseModel):
     model_id: str = Field(description="the model that answered")
 
 
+class ModelInfo(BaseModel):
+    """One model of the store."""
+
+    model_id: str
+    default: bool = Field(description="served when a request names no model")
+    test_accuracy: float = Field(description="accuracy on the 10,000 MNIST test images (with its pixel transform)")
+    parameters: int
+    pixel_transform: str = Field(description="'none', or 'invert' for a model of black-on-white digits")
+
+
+class ModelsResponse(BaseModel):
+    """The models clients can choose, and how."""
+
+    default_model_id: str
+    header: str = Field(description="HTTP header that chooses a model")
+    models: list[ModelInfo]
+
+
 class ErrorResponse(BaseModel):
     """Every 4xx/5xx the service sends has this body."""
 
@@ -75,6 +93,7 @@ class HealthResponse(BaseModel):
 
 ERROR_RESPONSES = {
     400: {"model": ErrorResponse, "description": "malformed JSON or multipart body"},
+    404: {"model": ErrorResponse, "description": "unknown model id (the message lists the known ones)"},
     413: {"model": ErrorResponse, "description": "more images or bytes than the service accepts"},
     415: {"model": ErrorResponse, "description": "unsupported content type"},
     422: {"model": ErrorResponse, "description": "bad image: shape, type, range, NaN/inf, empty batch"},

@@ -8,11 +8,15 @@ HTTP port is changed, to a free one, so a developer's running app is left alone.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import ray
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
@@ -29,11 +33,32 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class LocalServe:
-    """The deployed app: its HTTP base URL and the dashboard client that deployed it."""
+    """The deployed app: its HTTP base URL, the dashboard client that deployed it, Ray's metrics."""
 
     base_url: str
     dashboard: DashboardClient
     serve_config: dict
+    metrics_url: str
+    session_dir: Path
+
+    def scrape(self, name: str, **labels: str) -> float:
+        """Sum of the samples of one metric (e.g. ``ray_mnist_requests_total``) matching ``labels``."""
+        text = requests.get(self.metrics_url, timeout=30).text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    def wait_for_metric(self, name: str, expected: float, timeout_s: float = 60, **labels: str) -> float:
+        """Poll until a metric reaches ``expected`` (Ray exports every few seconds); return the last value."""
+        deadline = time.monotonic() + timeout_s
+        value = self.scrape(name, **labels)
+        while value < expected and time.monotonic() < deadline:
+            time.sleep(1)
+            value = self.scrape(name, **labels)
+        return value
 
     def post(self, path: str, **kwargs) -> requests.Response:
         """POST to the app, with a generous timeout."""
@@ -52,6 +77,10 @@ class LocalServe:
         }
 
 
+#: Tracing on for the test cluster (off in the project's config): every request is sampled and
+#: Serve's built-in exporter writes the spans to files in the session's logs.
+TEST_TRACING = {"enabled": True, "sampling_ratio": 1.0}
+
 #: Logical resources of the shared test cluster, shaped like the chart's cpu-only scenario: a
 #: "GPU" to pack fractional Classifier replicas on (as KubeRay's simulated GPU group advertises),
 #: the CPU group's custom resource, and 4 logical CPUs. Logical: nothing runs on a GPU.
@@ -62,9 +91,20 @@ TEST_CLUSTER_RESOURCES = {"num_cpus": 4, "num_gpus": 1, "resources": {"mnist_cpu
 def local_serve() -> Iterator[LocalServe]:
     """A real local Ray with the app deployed from the project's config through the operator's REST path."""
     config = load_serve_config(SERVE_CONFIG_PATH, http_port=free_port())
-    with local_cluster(config, dashboard_port=free_port(), log_to_driver=False, **TEST_CLUSTER_RESOURCES) as cluster:
+    config["tracing_config"] = TEST_TRACING
+    metrics_port = free_port()
+    with local_cluster(
+        config,
+        dashboard_port=free_port(),
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        **TEST_CLUSTER_RESOURCES,
+    ) as cluster:
         assert read_auth_token(), "Ray 2.60 turns token auth on for a local cluster; no token found"
-        yield LocalServe(cluster.http_url, cluster.dashboard, config)
+        session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
+        yield LocalServe(
+            cluster.http_url, cluster.dashboard, config, f"http://127.0.0.1:{metrics_port}/metrics", session_dir
+        )
 
 
 @pytest.fixture(scope="session")

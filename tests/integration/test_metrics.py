@@ -1,0 +1,80 @@
+"""Ray's Prometheus endpoint shows exact counts for the mnist_ metrics and Serve's own metrics."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def test_request_and_digit_counters_count_exactly(local_serve, example_digits):
+    images, labels = example_digits
+    requests_ok = ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "200"})
+    requests_bad = ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "422"})
+    digit_seven = ("ray_mnist_predicted_digit_total", {"model": "mnist-cnn", "digit": "7"})
+    serve_http = ("ray_serve_num_http_requests_total", {"route": "/predict", "status_code": "200"})
+    before = {
+        name + str(labels_): local_serve.scrape(name, **labels_)
+        for name, labels_ in (requests_ok, requests_bad, digit_seven, serve_http)
+    }
+
+    sevens = images[labels == 7]
+    for _ in range(7):
+        response = local_serve.post("/predict", json={"image": np.repeat(sevens, 3, axis=0).tolist()})
+        assert response.json()["predicted_label"] == [7, 7, 7]
+    for _ in range(2):
+        assert local_serve.post("/predict", json={"image": [[[0] * 5]]}).status_code == 422
+
+    expected = {
+        "ray_mnist_requests_total" + str(requests_ok[1]): 7,
+        "ray_mnist_requests_total" + str(requests_bad[1]): 2,
+        "ray_mnist_predicted_digit_total" + str(digit_seven[1]): 21,
+        "ray_serve_num_http_requests_total" + str(serve_http[1]): 7,
+    }
+    for name, labels_ in (requests_ok, requests_bad, digit_seven, serve_http):
+        key = name + str(labels_)
+        value = local_serve.wait_for_metric(name, before[key] + expected[key], **labels_)
+        assert value == before[key] + expected[key], key
+
+
+def test_latency_histograms_observe_every_request(local_serve, example_digits):
+    images, _ = example_digits
+    latency = ("ray_mnist_request_latency_ms_count", {"route": "/predict"})
+    model_latency = ("ray_mnist_model_latency_ms_count", {"model": "mnist-cnn"})
+    before_requests = local_serve.scrape(latency[0], **latency[1])
+    before_calls = local_serve.scrape(model_latency[0], **model_latency[1])
+    for _ in range(5):
+        local_serve.post("/predict", json={"image": images[:1].tolist()}).raise_for_status()
+    assert local_serve.wait_for_metric(latency[0], before_requests + 5, **latency[1]) == before_requests + 5
+    # Sequential requests are never merged: one model call each.
+    assert local_serve.wait_for_metric(model_latency[0], before_calls + 5, **model_latency[1]) == before_calls + 5
+
+
+def test_concurrent_requests_are_batched(local_serve, example_digits):
+    images, labels = example_digits
+    count = ("ray_mnist_batch_size_count", {"model": "mnist-cnn"})
+    singles = ("ray_mnist_batch_size_bucket", {"model": "mnist-cnn", "le": "1.0"})
+    before_calls, before_singles = (
+        local_serve.scrape(*count[:1], **count[1]),
+        local_serve.scrape(*singles[:1], **singles[1]),
+    )
+
+    def classify(index: int) -> list[float]:
+        response = local_serve.post("/predict", json={"image": [images[index % 10].tolist()]})
+        return response.json()["probabilities"][0]
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        batched = list(pool.map(classify, range(128)))
+    # Unbatched answers, one request at a time: the same numbers image for image.
+    alone = [classify(index) for index in range(10)]
+    for index, probabilities in enumerate(batched):
+        np.testing.assert_allclose(probabilities, alone[index % 10], rtol=1e-4, atol=1e-6)
+
+    calls = local_serve.wait_for_metric(count[0], before_calls + 1, **count[1]) - before_calls
+    time.sleep(6)  # one more export period, so every observation of this test is in
+    calls = local_serve.scrape(count[0], **count[1]) - before_calls
+    single_calls = local_serve.scrape(singles[0], **singles[1]) - before_singles
+    # 138 requests were answered by fewer model calls: batches of more than one request happened.
+    assert calls < 138
+    assert calls - single_calls > 0
