@@ -10,14 +10,14 @@ import numpy as np
 
 def test_request_and_digit_counters_count_exactly(local_serve, example_digits):
     images, labels = example_digits
-    requests_ok = ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "200"})
-    requests_bad = ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "422"})
-    digit_seven = ("ray_mnist_predicted_digit_total", {"model": "mnist-cnn", "digit": "7"})
-    serve_http = ("ray_serve_num_http_requests_total", {"route": "/predict", "status_code": "200"})
-    before = {
-        name + str(labels_): local_serve.scrape(name, **labels_)
-        for name, labels_ in (requests_ok, requests_bad, digit_seven, serve_http)
-    }
+    # (metric, labels, expected increase)
+    counters = [
+        ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "200"}, 7),
+        ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "422"}, 2),
+        ("ray_mnist_predicted_digit_total", {"model": "mnist-cnn", "digit": "7"}, 21),
+        ("ray_serve_num_http_requests_total", {"route": "/predict", "status_code": "200"}, 7),
+    ]
+    before = [local_serve.scrape(name, **tags) for name, tags, _ in counters]
 
     sevens = images[labels == 7]
     for _ in range(7):
@@ -26,16 +26,8 @@ def test_request_and_digit_counters_count_exactly(local_serve, example_digits):
     for _ in range(2):
         assert local_serve.post("/predict", json={"image": [[[0] * 5]]}).status_code == 422
 
-    expected = {
-        "ray_mnist_requests_total" + str(requests_ok[1]): 7,
-        "ray_mnist_requests_total" + str(requests_bad[1]): 2,
-        "ray_mnist_predicted_digit_total" + str(digit_seven[1]): 21,
-        "ray_serve_num_http_requests_total" + str(serve_http[1]): 7,
-    }
-    for name, labels_ in (requests_ok, requests_bad, digit_seven, serve_http):
-        key = name + str(labels_)
-        value = local_serve.wait_for_metric(name, before[key] + expected[key], **labels_)
-        assert value == before[key] + expected[key], key
+    for (name, tags, increase), start in zip(counters, before, strict=True):
+        assert local_serve.wait_for_metric(name, start + increase, **tags) == start + increase, (name, tags)
 
 
 def test_latency_histograms_observe_every_request(local_serve, example_digits):
@@ -52,7 +44,7 @@ def test_latency_histograms_observe_every_request(local_serve, example_digits):
 
 
 def test_concurrent_requests_are_batched(local_serve, example_digits):
-    images, labels = example_digits
+    images, _labels = example_digits
     count = ("ray_mnist_batch_size_count", {"model": "mnist-cnn"})
     singles = ("ray_mnist_batch_size_bucket", {"model": "mnist-cnn", "le": "1.0"})
     before_calls, before_singles = (
@@ -71,7 +63,7 @@ def test_concurrent_requests_are_batched(local_serve, example_digits):
     for index, probabilities in enumerate(batched):
         np.testing.assert_allclose(probabilities, alone[index % 10], rtol=1e-4, atol=1e-6)
 
-    calls = local_serve.wait_for_metric(count[0], before_calls + 1, **count[1]) - before_calls
+    local_serve.wait_for_metric(count[0], before_calls + 1, **count[1])
     time.sleep(6)  # one more export period, so every observation of this test is in
     calls = local_serve.scrape(count[0], **count[1]) - before_calls
     single_calls = local_serve.scrape(singles[0], **singles[1]) - before_singles
