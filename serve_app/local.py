@@ -2,6 +2,7 @@
 
     python -m serve_app.local                    # or: mnist-serve
     python -m serve_app.local --config my.yaml --dashboard-port 8266
+    python -m serve_app.local --trace            # every request traced, spans written to files
 
 Starts a local Ray with its dashboard, then deploys the Serve config the way the
 KubeRay operator deploys a RayService's ``serveConfigV2``: ``PUT
@@ -119,14 +120,29 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(config_path: Path, dashboard_port: int, http_port: int | None) -> int:
+#: ``--trace``: sample every request; no exporter path, so Serve writes spans to files.
+LOCAL_TRACING = {"enabled": True, "sampling_ratio": 1.0}
+
+
+def spans_dir() -> Path:
+    """Where Serve's file exporter writes spans in the running local Ray session."""
+    import ray
+
+    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve" / "spans"
+
+
+def run(config_path: Path, dashboard_port: int, http_port: int | None, trace: bool = False) -> int:
     """Serve until Ctrl-C or SIGTERM; return the exit code."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     config = load_serve_config(config_path, http_port)
+    if trace:
+        config["tracing_config"] = LOCAL_TRACING
     print(f"starting a local Ray and deploying {config_path} ...", flush=True)
     try:
         with local_cluster(config, dashboard_port=dashboard_port) as cluster:
             print(banner(cluster), flush=True)
+            if trace:
+                print(f"Tracing every request; spans (JSON) are written to {spans_dir()}\n", flush=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
@@ -140,8 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=SERVE_CONFIG_PATH, help="a Serve config file")
     parser.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT)
     parser.add_argument("--http-port", type=int, default=None, help="override the config's http_options.port")
+    parser.add_argument("--trace", action="store_true", help="trace every request; spans go to files")
     args = parser.parse_args(argv)
-    sys.exit(run(args.config.resolve(), args.dashboard_port, args.http_port))
+    sys.exit(run(args.config.resolve(), args.dashboard_port, args.http_port, args.trace))
 
 
 if __name__ == "__main__":

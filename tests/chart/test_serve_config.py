@@ -12,9 +12,10 @@ from ray.serve.schema import ServeDeploySchema
 
 from serve_app.config import SERVE_CONFIG_PATH, AppArgs, BatchingConfig
 
-from .conftest import CHART_DIR, render_chart, scenario_values, serve_config_of
+from .conftest import CHART_DIR, rayservice_of, render_chart, scenario_values, serve_config_of
 
-#: The only keys the chart may set per deployment; everything else comes from the file.
+#: The only keys the chart may set per deployment (and tracing_config at the top); everything
+#: else comes from the file.
 CHART_OWNED_DEPLOYMENT_KEYS = {"num_replicas", "autoscaling_config", "max_ongoing_requests", "user_config"}
 CHART_OWNED_ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources"}
 
@@ -22,6 +23,7 @@ CHART_OWNED_ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources"}
 def strip_chart_owned(config: dict) -> dict:
     """A Serve config without the keys the chart overrides per environment."""
     config = copy.deepcopy(config)
+    config.pop("tracing_config", None)
     for app in config["applications"]:
         app.pop("args", None)
         for deployment in app["deployments"]:
@@ -91,6 +93,22 @@ def test_values_reach_the_serve_config():
     assert classifier["ray_actor_options"]["num_gpus"] == 0.5
     assert classifier["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
     assert classifier["max_ongoing_requests"] == 16
+
+
+def test_tracing_is_off_by_default_and_exports_over_otlp_when_asked():
+    assert "tracing_config" not in serve_config_of(render_chart({}))
+    rendered = render_chart({"tracing": {"enabled": True, "samplingRatio": 0.1, "otlpEndpoint": "http://otel:4318"}})
+    assert serve_config_of(rendered)["tracing_config"] == {
+        "enabled": True,
+        "sampling_ratio": 0.1,
+        "exporter_import_path": "serve_app.tracing:otlp_span_processors",
+    }
+    head = rayservice_of(rendered)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item["value"] for item in head["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
+    assert env["RAY_SERVE_TRACING_SAMPLING_RATIO"] == "0.1"
+    files_only = serve_config_of(render_chart({"tracing": {"enabled": True}}))["tracing_config"]
+    assert files_only == {"enabled": True, "sampling_ratio": 0.01}
 
 
 def test_autoscaling_replaces_num_replicas():

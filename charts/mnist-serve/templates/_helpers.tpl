@@ -170,6 +170,18 @@ spec:
           containerPort: 8000
         - name: metrics
           containerPort: 8080
+      {{- if and $root.Values.tracing.enabled $root.Values.tracing.otlpEndpoint }}
+      env:
+        # OTLP export for the replicas (serve_app.tracing) and, through Serve's variables, the proxies.
+        - name: OTEL_EXPORTER_OTLP_ENDPOINT
+          value: {{ $root.Values.tracing.otlpEndpoint | quote }}
+        - name: OTEL_SERVICE_NAME
+          value: mnist-serve
+        - name: RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH
+          value: serve_app.tracing:otlp_span_processors
+        - name: RAY_SERVE_TRACING_SAMPLING_RATIO
+          value: {{ $root.Values.tracing.samplingRatio | quote }}
+      {{- end }}
       resources:
         {{- toYaml .resources | nindent 8 }}
       volumeMounts:

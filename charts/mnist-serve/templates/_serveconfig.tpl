@@ -4,6 +4,7 @@ run deploys), with only per-environment numbers replaced from values:
   - application args: modelId, maxBatchImages, maxBodyBytes
   - per deployment: num_replicas or autoscaling_config, max_ongoing_requests,
     ray_actor_options.num_cpus / num_gpus / resources, and the Classifier's user_config (batching)
+  - tracing_config, from tracing.*
 Everything else (import_path, deployment names, proxy and HTTP options) comes from the file,
 so the local run and the cluster cannot drift; tests/chart/test_serve_config.py proves it.
 */}}
@@ -48,6 +49,13 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- $_ := set $deployment "num_replicas" (int $values.numReplicas) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- if .Values.tracing.enabled }}
+{{- $tracing := dict "enabled" true "sampling_ratio" .Values.tracing.samplingRatio }}
+{{- if .Values.tracing.otlpEndpoint }}
+{{- $_ := set $tracing "exporter_import_path" "serve_app.tracing:otlp_span_processors" }}
+{{- end }}
+{{- $_ := set $config "tracing_config" $tracing }}
 {{- end }}
 {{- toYaml $config }}
 {{- end }}
