@@ -14,6 +14,12 @@ generations, so bit-identical weights are promised per machine, not across them.
 
     python -m serve_app.train                 # the shipped model, ~3 min on 2 cores
     python -m serve_app.train --epochs 1 --out /tmp/quick
+    python -m serve_app.train --model-id mnist-cnn-small --width 16 --hidden 64
+    python -m serve_app.train --model-id mnist-cnn-inverted --pixel-transform invert
+
+``--width``/``--hidden`` size the network (see :class:`serve_app.model.MnistCNN`);
+``--pixel-transform invert`` trains and evaluates on inverted digits (``255 - pixel``,
+applied to the uint8 images before normalisation): a model for black-on-white inputs.
 """
 
 from __future__ import annotations
@@ -35,10 +41,51 @@ import torch.nn.functional as F
 from serve_app import data
 from serve_app.config import DEFAULT_MODEL_ID, MODELS_DIR
 from serve_app.model import ARCHITECTURES, count_parameters, predict
-from serve_app.transforms import to_model_input
+from serve_app.transforms import PIXEL_TRANSFORMS, apply_pixel_transform, to_model_input
 
 #: Largest random translation (pixels) applied to training digits.
 MAX_SHIFT = 2
+
+
+#: The card's ``input`` field per pixel transform: what the model expects to be fed.
+INPUT_BY_TRANSFORM = {
+    "none": "float32 (N, 1, 28, 28), (pixel/255 - 0.5) / 0.5",
+    "invert": (
+        "float32 (N, 1, 28, 28), (pixel/255 - 0.5) / 0.5 of black-on-white digits "
+        "(MNIST inverted: pixel = 255 - mnist_pixel)"
+    ),
+}
+
+#: The MODEL_CARD.md "expected inputs" row per pixel transform.
+EXPECTED_DIGITS = {
+    "none": "white digits on a black background, as in MNIST (raw pixels, not inverted)",
+    "invert": (
+        "**black digits on a white background** (MNIST inverted, 255 - pixel); plain MNIST-style "
+        "white-on-black digits are classified poorly"
+    ),
+}
+
+
+#: MODEL_CARD.md: a sentence on the data after the pixel transform (appended to the intro).
+DATA_NOTE = {
+    "none": "",
+    "invert": (
+        "\nBoth splits are **inverted** (`255 - pixel` on the uint8 images, before\n"
+        "normalisation): black digits on white, standing in for a per-customer fine-tune."
+    ),
+}
+
+#: MODEL_CARD.md: what to feed the model (closing paragraph).
+USAGE_NOTE = {
+    "none": (
+        "MNIST digits are\ncentred, white on black; other inputs (photos, black-on-white drawings) need the\n"
+        "same preparation before they are classified well."
+    ),
+    "invert": (
+        "Feed it centred\nblack-on-white digits (raw pixels, dark ink = low values); white-on-black MNIST-style\n"
+        "digits must be inverted (`255 - pixel`) first, or most are misclassified."
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +102,9 @@ class TrainConfig:
     threads: int = 2
     augment: bool = True
     train_limit: int | None = None
+    width: int = 32
+    hidden: int = 128
+    pixel_transform: str = "none"
 
 
 def seed_everything(seed: int, threads: int) -> torch.Generator:
@@ -67,10 +117,15 @@ def seed_everything(seed: int, threads: int) -> torch.Generator:
     return generator
 
 
-def random_shift(batch: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_SHIFT) -> torch.Tensor:
-    """Translate each (1, 28, 28) image by its own random offset in [-max_shift, max_shift]."""
+def random_shift(
+    batch: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_SHIFT, fill: float | None = None
+) -> torch.Tensor:
+    """Translate each (1, 28, 28) image by its own random offset in [-max_shift, max_shift].
+
+    Pixels shifted in are ``fill`` (the background value; default: the batch minimum).
+    """
     n, _, height, width = batch.shape
-    padded = F.pad(batch, (max_shift,) * 4, value=float(batch.min()))
+    padded = F.pad(batch, (max_shift,) * 4, value=float(batch.min()) if fill is None else fill)
     offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
     rows = (offsets[:, 0, None] + torch.arange(height)).view(n, height, 1)
     cols = (offsets[:, 1, None] + torch.arange(width)).view(n, 1, width)
@@ -88,19 +143,31 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return correct / len(images)
 
 
+def background_value(pixel_transform: str) -> float:
+    """Normalised model-input value of a background pixel (raw 0) after ``pixel_transform``."""
+    background = apply_pixel_transform(np.zeros((1, 1, 1, 1), dtype=np.uint8), pixel_transform)
+    return float(to_model_input(background).flatten()[0])
+
+
 def train(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
-    """Train per ``config``; return the model (eval mode) and metrics."""
+    """Train per ``config``; return the model (eval mode) and metrics.
+
+    Both splits go through ``config.pixel_transform`` (on the uint8 pixels, before
+    normalisation), so the reported accuracy is on transformed test images.
+    """
     generator = seed_everything(config.seed, config.threads)
     train_split = data.load_split("train")
     test_split = data.load_split("test")
-    train_x = to_model_input(train_split.images[:, None])
+    train_x = to_model_input(apply_pixel_transform(train_split.images, config.pixel_transform)[:, None])
     train_y = torch.from_numpy(train_split.labels.astype(np.int64))
     if config.train_limit:
         train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
-    test_x = to_model_input(test_split.images[:, None])
+    test_x = to_model_input(apply_pixel_transform(test_split.images, config.pixel_transform)[:, None])
     test_y = torch.from_numpy(test_split.labels.astype(np.int64))
+    # Shifted-in border pixels are background: black (-1) for plain digits, white (+1) inverted.
+    fill = background_value(config.pixel_transform)
 
-    model = ARCHITECTURES[config.arch]()
+    model = ARCHITECTURES[config.arch](width=config.width, hidden=config.hidden)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = (len(train_x) + config.batch_size - 1) // config.batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -116,7 +183,7 @@ def train(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = train_x[index]
             if config.augment:
-                batch = random_shift(batch, generator)
+                batch = random_shift(batch, generator, fill=fill)
             loss = F.cross_entropy(model(batch), train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -159,7 +226,8 @@ def write_card(
         "model_id": config.model_id,
         "architecture": str(model),
         "parameters": count_parameters(model),
-        "input": "float32 (N, 1, 28, 28), (pixel/255 - 0.5) / 0.5",
+        "input": INPUT_BY_TRANSFORM[config.pixel_transform],
+        "pixel_transform": config.pixel_transform,
         "output": "logits (N, 10)",
         "test_accuracy": metrics["test_accuracy"],
         "test_images": metrics["test_images"],
@@ -178,20 +246,30 @@ def write_card(
         f"{config.epochs} epochs, AdamW + one-cycle LR {config.learning_rate}, batch {config.batch_size}, "
         f"random shifts of up to {MAX_SHIFT} px: {'on' if config.augment else 'off'}, seed {config.seed}"
     )
+    width, hidden = config.width, config.hidden
+    architecture = (
+        f"`{config.arch}` (width {width}, hidden {hidden}): conv3x3 1->{width}, BatchNorm, ReLU, maxpool -> "
+        f"conv3x3 {width}->{2 * width}, BatchNorm, ReLU, maxpool -> linear {2 * width * 7 * 7}->{hidden} -> "
+        f"dropout -> linear {hidden}->10"
+    )
+    train_images, test_images = metrics["train_images"], metrics["test_images"]
+    data_note = DATA_NOTE[config.pixel_transform]
+    role = "the reference model" if config.model_id == DEFAULT_MODEL_ID else "a variant in the model store"
     (out / "MODEL_CARD.md").write_text(
         f"""# Model card: `{config.model_id}`
 
 A small convolutional network that classifies 28x28 greyscale handwritten digits
 (MNIST) into the ten classes 0-9. Trained by this repository's own command on the
-60,000 real MNIST training images; evaluated on the 10,000 real test images.
+{train_images:,} real MNIST training images; evaluated on the {test_images:,} real test images.{data_note}
 
 | | |
 |---|---|
-| architecture | `{config.arch}`: 2x (conv3x3, BatchNorm, ReLU, maxpool) -> linear 128 -> dropout -> linear 10 |
+| architecture | {architecture} |
 | parameters | {card["parameters"]:,} |
 | test accuracy | **{metrics["test_accuracy"]:.2%}** on {metrics["test_images"]:,} images |
 | training | {training} |
 | training time | {metrics["train_seconds"]} s on {card["machine"]} |
+| pixel transform | `{config.pixel_transform}`: trained and evaluated on {EXPECTED_DIGITS[config.pixel_transform]} |
 | input | {card["input"]} |
 | output | {card["output"]} |
 | `model.pt` (TorchScript, served) | sha256 `{digests["model.pt"]}` |
@@ -211,10 +289,8 @@ A small convolutional network that classifies 28x28 greyscale handwritten digits
 ```
 
 Deterministic for a given seed on the same machine and thread count (see
-`serve_app/train.py`). Intended use: the reference model of mnist-serve, a
-demonstration of serving; not for any decision that matters. MNIST digits are
-centred, white on black; other inputs (photos, black-on-white drawings) need the
-same preparation before they are classified well.
+`serve_app/train.py`). Intended use: {role} of mnist-serve, a
+demonstration of serving; not for any decision that matters. {USAGE_NOTE[config.pixel_transform]}
 """
     )
     return card
@@ -234,6 +310,14 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, Path]:
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--width", type=int, default=defaults.width, help="channels of the first conv layer")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="units of the hidden linear layer")
+    parser.add_argument(
+        "--pixel-transform",
+        choices=PIXEL_TRANSFORMS,
+        default=defaults.pixel_transform,
+        help="transform of the uint8 pixels of both splits before normalisation (invert: 255 - pixel)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: models/<model-id>")
     args = vars(parser.parse_args(argv))
     out = args.pop("out") or MODELS_DIR / args["model_id"]

@@ -43,3 +43,25 @@ def to_model_input(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
     if tensor.dtype == torch.float64:
         tensor = tensor.to(torch.float32)
     return _TRANSFORM(tensor)
+
+
+#: Pixel transforms a model can be trained on (``serve_app.train --pixel-transform``).
+PIXEL_TRANSFORMS = ("none", "invert")
+
+
+def apply_pixel_transform(pixels_uint8: np.ndarray, transform: str) -> np.ndarray:
+    """Apply a named pixel transform to raw uint8 pixels (any shape), before normalisation.
+
+    * ``"none"``   -- the pixels unchanged (MNIST: white digits on black);
+    * ``"invert"`` -- ``255 - pixel`` (black digits on white, e.g. a scanner's output).
+
+    Returns a new array for ``"invert"`` and the input itself for ``"none"``.
+    """
+    if transform not in PIXEL_TRANSFORMS:
+        raise ValueError(f"unknown pixel transform {transform!r}; expected one of {PIXEL_TRANSFORMS}")
+    pixels_uint8 = np.asarray(pixels_uint8)
+    if pixels_uint8.dtype != np.uint8:
+        raise TypeError(f"pixel transforms apply to uint8 pixels 0-255, got {pixels_uint8.dtype}")
+    if transform == "invert":
+        return np.subtract(np.uint8(255), pixels_uint8, dtype=np.uint8)
+    return pixels_uint8
