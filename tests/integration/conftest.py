@@ -51,6 +51,17 @@ class LocalServe:
                     total += sample.value
         return total
 
+    def settled(self, name: str, **labels: str) -> float:
+        """A metric's value once everything recorded so far is exported (two equal scrapes an export apart)."""
+        value = self.scrape(name, **labels)
+        for _ in range(10):
+            time.sleep(METRICS_EXPORT_PERIOD_S)
+            again = self.scrape(name, **labels)
+            if again == value:
+                return value
+            value = again
+        return value
+
     def wait_for_metric(self, name: str, expected: float, timeout_s: float = 60, **labels: str) -> float:
         """Poll until a metric reaches ``expected`` (Ray exports every few seconds); return the last value."""
         deadline = time.monotonic() + timeout_s
@@ -76,6 +87,9 @@ class LocalServe:
             for name, deployment in app["deployments"].items()
         }
 
+
+#: Ray exports application metrics to its Prometheus endpoint about this often, in seconds.
+METRICS_EXPORT_PERIOD_S = 6
 
 #: Tracing on for the test cluster (off in the project's config): every request is sampled and
 #: Serve's built-in exporter writes the spans to files in the session's logs.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,6 +16,7 @@ def test_request_and_digit_counters_count_exactly(local_serve, example_digits):
         ("ray_mnist_predicted_digit_total", {"model": "mnist-cnn", "digit": "7"}, 21),
         ("ray_serve_num_http_requests_total", {"route": "/predict", "status_code": "200"}, 7),
     ]
+    local_serve.settled(counters[0][0], **counters[0][1])  # everything earlier is exported now
     before = [local_serve.scrape(name, **tags) for name, tags, _ in counters]
 
     sevens = images[labels == 7]
@@ -34,7 +34,7 @@ def test_latency_histograms_observe_every_request(local_serve, example_digits):
     images, _ = example_digits
     latency = ("ray_mnist_request_latency_ms_count", {"route": "/predict"})
     model_latency = ("ray_mnist_model_latency_ms_count", {"model": "mnist-cnn"})
-    before_requests = local_serve.scrape(latency[0], **latency[1])
+    before_requests = local_serve.settled(latency[0], **latency[1])
     before_calls = local_serve.scrape(model_latency[0], **model_latency[1])
     for _ in range(5):
         local_serve.post("/predict", json={"image": images[:1].tolist()}).raise_for_status()
@@ -47,10 +47,8 @@ def test_concurrent_requests_are_batched(local_serve, example_digits):
     images, _labels = example_digits
     count = ("ray_mnist_batch_size_count", {"model": "mnist-cnn"})
     singles = ("ray_mnist_batch_size_bucket", {"model": "mnist-cnn", "le": "1.0"})
-    before_calls, before_singles = (
-        local_serve.scrape(*count[:1], **count[1]),
-        local_serve.scrape(*singles[:1], **singles[1]),
-    )
+    before_calls = local_serve.settled(count[0], **count[1])
+    before_singles = local_serve.scrape(singles[0], **singles[1])
 
     def classify(index: int) -> list[float]:
         response = local_serve.post("/predict", json={"image": [images[index % 10].tolist()]})
@@ -63,9 +61,7 @@ def test_concurrent_requests_are_batched(local_serve, example_digits):
     for index, probabilities in enumerate(batched):
         np.testing.assert_allclose(probabilities, alone[index % 10], rtol=1e-4, atol=1e-6)
 
-    local_serve.wait_for_metric(count[0], before_calls + 1, **count[1])
-    time.sleep(6)  # one more export period, so every observation of this test is in
-    calls = local_serve.scrape(count[0], **count[1]) - before_calls
+    calls = local_serve.settled(count[0], **count[1]) - before_calls
     single_calls = local_serve.scrape(singles[0], **singles[1]) - before_singles
     # 138 requests were answered by fewer model calls: batches of more than one request happened.
     assert calls < 138
