@@ -39,9 +39,9 @@ def test_spans_reach_the_collector_named_by_the_standard_variable(collector, mon
     processors = otlp_span_processors()
     for processor in processors:
         provider.add_span_processor(processor)
-    with provider.get_tracer("test").start_as_current_span("ingress"):
-        with provider.get_tracer("test").start_as_current_span("classifier"):
-            pass
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("ingress"), tracer.start_as_current_span("classifier"):
+        pass
     provider.force_flush()
     provider.shutdown()
     names = [
