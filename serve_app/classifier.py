@@ -23,7 +23,7 @@ import ray
 import torch
 from ray import serve
 
-from serve_app.batching import ModelRequest, group_by_model, split_rows
+from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
 from serve_app.config import BatchingConfig
 from serve_app.metrics import classifier_metrics
 from serve_app.model import load_model, predict, select_device
@@ -102,20 +102,19 @@ class Classifier:
     async def _predict_batch(self, requests: list[ModelRequest]) -> list[dict[str, Any]]:
         """One model call per model among the merged requests; answers in request order."""
         answers: list[dict[str, Any]] = [{} for _ in requests]
-        for model_id, indices in group_by_model(requests).items():
+        for (model_id, _), indices in group_by_model(requests).items():
             model = await self.get_model(model_id)
-            sizes = [len(requests[i].images) for i in indices]
+            images, sizes = merge(requests, indices)
             started = time.perf_counter()
-            result = predict(model, torch.from_numpy(np.concatenate([requests[i].images for i in indices])))
+            result = predict(model, torch.from_numpy(images))
             self._record(model_id, len(indices), (time.perf_counter() - started) * 1000, result.labels)
-            for index, labels, probabilities in zip(
-                indices, split_rows(result.labels, sizes), split_rows(result.probabilities, sizes), strict=True
-            ):
-                answers[index] = {
-                    "predicted_label": labels.tolist(),
-                    "probabilities": probabilities.tolist(),
-                    "model_id": model_id,
-                }
+            merged = {
+                "predicted_label": result.labels.tolist(),
+                "probabilities": result.probabilities.tolist(),
+                "model_id": model_id,
+            }
+            for index, answer in zip(indices, split_answer(merged, sizes), strict=True):
+                answers[index] = answer
         return answers
 
     def _record(self, model_id: str, requests: int, latency_ms: float, labels: np.ndarray) -> None:

@@ -51,5 +51,9 @@ class BatchingConfig(BaseModel):
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests merged into one model call")
     batch_wait_timeout_s: float = Field(
-        0.005, ge=0, le=1, description="longest wait for a batch to fill after its first request, in seconds"
+        0.0,
+        ge=0,
+        le=1,
+        description="longest wait for a batch to fill after its first request, in seconds; 0 merges only "
+        "what queues while the previous batch runs (no added latency when idle)",
     )

@@ -10,7 +10,7 @@ and counters with a ``_total`` suffix: ``mnist_requests_total`` is scraped as
 | mnist_requests_total | counter | model, outcome | Ingress, per request (outcome: HTTP status code) |
 | mnist_request_latency_ms | histogram | route | Ingress, end to end inside the graph |
 | mnist_model_latency_ms | histogram | model | Classifier, per model call |
-| mnist_batch_size | histogram | model | Classifier, requests merged into one model call |
+| mnist_batch_size | histogram | model | Ingress (requests per graph call) and Classifier (per model call) |
 | mnist_predicted_digit_total | counter | model, digit | Classifier, per image (a drift signal) |
 | mnist_model_loads_total | counter | model | Classifier, model loaded into a replica |
 | mnist_model_cache_hits_total | counter | model | Classifier, model already loaded |
@@ -39,6 +39,7 @@ class IngressMetrics:
 
     requests: metrics.Counter
     request_latency_ms: metrics.Histogram
+    batch_size: metrics.Histogram
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,17 @@ class ClassifierMetrics:
     model_loads: metrics.Counter
     cache_hits: metrics.Counter
     evictions: metrics.Counter
+
+
+def _batch_size_histogram() -> metrics.Histogram:
+    """Recorded by both batching deployments; Serve's ``deployment`` tag tells them apart."""
+    return metrics.Histogram(
+        "mnist_batch_size",
+        description="Requests merged into one call by dynamic batching "
+        "(Ingress: one graph call; Classifier: one model call).",
+        boundaries=BATCH_SIZE_BOUNDARIES,
+        tag_keys=("model",),
+    )
 
 
 @functools.cache
@@ -66,6 +78,7 @@ def ingress_metrics() -> IngressMetrics:
             boundaries=LATENCY_BOUNDARIES_MS,
             tag_keys=("route",),
         ),
+        batch_size=_batch_size_histogram(),
     )
 
 
@@ -79,12 +92,7 @@ def classifier_metrics() -> ClassifierMetrics:
             boundaries=LATENCY_BOUNDARIES_MS,
             tag_keys=("model",),
         ),
-        batch_size=metrics.Histogram(
-            "mnist_batch_size",
-            description="Requests merged into one model call by dynamic batching.",
-            boundaries=BATCH_SIZE_BOUNDARIES,
-            tag_keys=("model",),
-        ),
+        batch_size=_batch_size_histogram(),
         predicted_digits=metrics.Counter(
             "mnist_predicted_digit",
             description="Images classified, by predicted digit: a shift in the mix is a drift signal.",

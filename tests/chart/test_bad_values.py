@@ -20,6 +20,8 @@ SCHEMA_CASES = [
     ),
     ({"serve": {"ingress": {"numReplicas": 0}}}, "/serve/ingress/numReplicas"),
     ({"serve": {"app": {"maxBatchImages": 100000}}}, "/serve/app/maxBatchImages"),
+    ({"serve": {"app": {"modelStore": "/not/a/uri"}}}, "/serve/app/modelStore"),
+    ({"serve": {"app": {"maxModelsPerReplica": 0}}}, "/serve/app/maxModelsPerReplica"),
     ({"serve": {"classifier": {"extra": True}}}, "additional properties 'extra' not allowed"),
     ({"workerGroups": {"gpu": {"maxReplicas": 0}}}, "/workerGroups/gpu/maxReplicas"),
     ({"workerGroups": {"gpu": {"gpusPerPod": 0}}}, "/workerGroups/gpu/gpusPerPod"),
@@ -52,6 +54,7 @@ VALIDATE_CASES = [
     ),
     ({"workerGroups": {"gpu": {"enabled": False}}}, "set serve.classifier.numGpus to 0"),
     ({"serve": {"classifier": {"maxOngoingRequests": 4}}}, "below serve.classifier.batching.maxBatchSize"),
+    ({"serve": {"ingress": {"maxOngoingRequests": 8}}}, "below serve.ingress.batching.maxBatchSize"),
     (
         {"serve": {"ingress": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}}}},
         "serve.ingress.autoscaling.minReplicas \\(3\\) is above maxReplicas \\(2\\)",

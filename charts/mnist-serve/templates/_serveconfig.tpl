@@ -1,9 +1,10 @@
 {{/*
 serveConfigV2: the project's one Serve config (files/serve-config.yaml, the same file the local
 run deploys), with only per-environment numbers replaced from values:
-  - application args: modelId, maxBatchImages, maxBodyBytes
+  - application args: modelId, maxBatchImages, maxBodyBytes, modelStore, maxModelsPerReplica
   - per deployment: num_replicas or autoscaling_config, max_ongoing_requests,
-    ray_actor_options.num_cpus / num_gpus / resources, and the Classifier's user_config (batching)
+    ray_actor_options.num_cpus / num_gpus / resources, and the Ingress's and the Classifier's
+    user_config (batching)
   - tracing_config, from tracing.*
 Everything else (import_path, deployment names, proxy and HTTP options) comes from the file,
 so the local run and the cluster cannot drift; tests/chart/test_serve_config.py proves it.
@@ -16,14 +17,20 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- $_ := set $args "model_id" $serve.app.modelId }}
 {{- $_ := set $args "max_batch_images" (int $serve.app.maxBatchImages) }}
 {{- $_ := set $args "max_body_bytes" (int64 $serve.app.maxBodyBytes) }}
+{{- $_ := set $args "max_models_per_replica" (int $serve.app.maxModelsPerReplica) }}
+{{- if $serve.app.modelStore }}
+{{- $_ := set $args "model_store" $serve.app.modelStore }}
+{{- end }}
 {{- $_ := set $app "args" $args }}
 {{- range $deployment := $app.deployments }}
 {{- $values := index $serve (lower $deployment.name) }}
 {{- $actorOptions := default (dict) $deployment.ray_actor_options }}
 {{- $_ := set $actorOptions "num_cpus" $values.numCpus }}
+{{- if hasKey $values "batching" }}
+{{- $_ := set $deployment "user_config" (dict "max_batch_size" (int $values.batching.maxBatchSize) "batch_wait_timeout_s" $values.batching.batchWaitTimeoutS) }}
+{{- end }}
 {{- if eq $deployment.name "Classifier" }}
 {{- $_ := set $actorOptions "num_gpus" $values.numGpus }}
-{{- $_ := set $deployment "user_config" (dict "max_batch_size" (int $values.batching.maxBatchSize) "batch_wait_timeout_s" $values.batching.batchWaitTimeoutS) }}
 {{- else if $.Values.workerGroups.cpu.enabled }}
 {{- /* Pin CPU-only deployments to the CPU worker group through its custom resource. */}}
 {{- $_ := set $actorOptions "resources" (dict (include "mnist-serve.cpuPoolResource" $) 1) }}

@@ -28,8 +28,11 @@ to set. Included at the top of rayservice.yaml.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if lt (float64 $classifier.maxOngoingRequests) (float64 $classifier.batching.maxBatchSize) }}
-{{- $errors = append $errors (printf "serve.classifier.maxOngoingRequests (%v) is below serve.classifier.batching.maxBatchSize (%v): a batch could never fill; raise maxOngoingRequests" $classifier.maxOngoingRequests $classifier.batching.maxBatchSize) }}
+{{- range $deployment := list "ingress" "classifier" }}
+{{- $spec := index $.Values.serve $deployment }}
+{{- if lt (float64 $spec.maxOngoingRequests) (float64 $spec.batching.maxBatchSize) }}
+{{- $errors = append $errors (printf "serve.%s.maxOngoingRequests (%v) is below serve.%s.batching.maxBatchSize (%v): a batch could never fill; raise maxOngoingRequests" $deployment $spec.maxOngoingRequests $deployment $spec.batching.maxBatchSize) }}
+{{- end }}
 {{- end }}
 {{- range $deployment := list "ingress" "preprocessor" "classifier" }}
 {{- $auto := (index $.Values.serve $deployment).autoscaling }}
