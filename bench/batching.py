@@ -1,7 +1,7 @@
 """Dynamic batching off versus on: images/s and latency through HTTP, one digit per request.
 
     python -m bench.batching                         # 8 s per point, concurrency 1, 8, 32, 64
-    python -m bench.batching --duration 15 --plot reports/batching.png
+    python -m bench.batching --duration 15 --plot /tmp/batching.png
 
 Starts the app from the one Serve config on a local Ray, then for each setting PUTs the same
 config with only the batching ``user_config`` of the Ingress and the Classifier changed (live,
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--plot", type=Path, default=Path("reports/batching.png"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/figures/batching.png"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     require_wrk()
