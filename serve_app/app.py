@@ -16,10 +16,16 @@ from serve_app.preprocessor import Preprocessor
 
 
 def build_app(args: AppArgs) -> Application:
-    """Ingress -> Preprocessor -> Classifier. ``args`` may also be a plain dict (handle-free callers)."""
+    """Ingress -> Preprocessor -> Classifier, and the TaskConsumer when ``args.tasks.enabled``.
+
+    ``args`` may also be a plain dict.
+    """
     args = AppArgs.model_validate(args) if isinstance(args, dict) else args
-    return Ingress.bind(
-        preprocessor=Preprocessor.bind(),
-        classifier=Classifier.bind(model_store=args.model_store, max_models_per_replica=args.max_models_per_replica),
-        args=args,
-    )
+    preprocessor = Preprocessor.bind()
+    classifier = Classifier.bind(model_store=args.model_store, max_models_per_replica=args.max_models_per_replica)
+    consumer = None
+    if args.tasks.enabled:
+        from serve_app.consumer import task_consumer_deployment
+
+        consumer = task_consumer_deployment(args.tasks).bind(preprocessor, classifier, args.tasks)
+    return Ingress.bind(preprocessor=preprocessor, classifier=classifier, args=args, consumer=consumer)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.tasks import TaskSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The model store inside the repository (and inside the image): one directory per model.
 MODELS_DIR = REPO_ROOT / "models"
@@ -37,6 +39,10 @@ class AppArgs(BaseModel):
     )
     max_models_per_replica: int = Field(
         2, ge=1, le=64, description="models one Classifier replica keeps loaded (LRU eviction beyond)"
+    )
+    tasks: TaskSettings = Field(
+        default_factory=lambda: TaskSettings(enabled=False),
+        description="asynchronous inference (/tasks, the TaskConsumer); off unless the config turns it on",
     )
     max_batch_images: int = Field(256, ge=1, le=4096, description="most images one request may carry (413 above)")
     max_body_bytes: int = Field(

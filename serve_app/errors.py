@@ -8,6 +8,7 @@ raised inside a model replica, so a bad request cannot take a replica down.
 |------------------------|--------|------|
 | MalformedBodyError     | 400    | the body is not valid JSON / multipart |
 | UnknownModelError      | 404    | the requested model id is not in the store |
+| UnknownTaskError       | 404    | a task id never issued here, or expired |
 | PayloadTooLargeError   | 413    | too many images in one request, or too many bytes |
 | UnsupportedMediaError  | 415    | a content type the endpoint does not take |
 | InvalidInputError      | 422    | wrong shape, type, range, NaN/inf, empty batch, not an image |
@@ -43,6 +44,12 @@ class MalformedBodyError(ServeAppError):
 
 class UnknownModelError(ServeAppError):
     """The requested model id does not exist."""
+
+    status = HTTPStatus.NOT_FOUND
+
+
+class UnknownTaskError(ServeAppError):
+    """The task id was never issued here, or its result expired."""
 
     status = HTTPStatus.NOT_FOUND
 

@@ -5,6 +5,8 @@ HTTP (port 8000):
 * ``POST /predict``        JSON batch -> labels, probabilities, model id
 * ``POST /``               the tutorial's request shape, same answer
 * ``POST /predict/image``  PNG/JPEG upload of one or more digits
+* ``POST /tasks``          the same bodies, answered 202 with a task id (asynchronous)
+* ``GET  /tasks/{id}``     the task's state, and its result once done
 * ``GET  /models``         the models in the store, with their cards
 * ``GET  /healthz``        liveness
 * ``GET  /docs``           OpenAPI docs
@@ -54,8 +56,11 @@ from serve_app.schemas import (
     ModelsResponse,
     PredictRequest,
     PredictResponse,
+    TaskAccepted,
+    TaskStatus,
 )
 from serve_app.store import ModelStore
+from serve_app.task_client import TaskClient
 
 logger = logging.getLogger("ray.serve")
 
@@ -131,10 +136,20 @@ INGRESS_BATCHING = BatchingConfig(max_batch_size=16, batch_wait_timeout_s=0.0)
 class Ingress:
     """Validates requests and drives Preprocessor -> Classifier."""
 
-    def __init__(self, preprocessor: DeploymentHandle, classifier: DeploymentHandle, args: AppArgs) -> None:
+    def __init__(
+        self,
+        preprocessor: DeploymentHandle,
+        classifier: DeploymentHandle,
+        args: AppArgs,
+        consumer: DeploymentHandle | None = None,
+    ) -> None:
         self.preprocessor = preprocessor
         self.classifier = classifier
         self.args = args
+        # The consumer takes its work from Redis, not from this replica; binding it here only
+        # makes it part of the application.
+        self.consumer = consumer
+        self.tasks = TaskClient(args.tasks) if args.tasks.enabled else None
         self.store = ModelStore(args.model_store)
         self.batching = INGRESS_BATCHING
         self.metrics = ingress_metrics()
@@ -260,6 +275,36 @@ class Ingress:
                 raise PayloadTooLargeError(f"uploads exceed the limit of {self.args.max_body_bytes} bytes")
             contents.append((upload.filename or "upload", content))
         return await self._classify(decode_image_files(contents, self.args.max_batch_images, invert), model_id)
+
+    def _task_client(self) -> TaskClient:
+        if self.tasks is None:
+            raise ServiceUnavailableError(
+                "asynchronous inference is not enabled in this deployment (app arg tasks.enabled; "
+                "the Helm chart's asyncInference.enabled)"
+            )
+        return self.tasks
+
+    @api.post(
+        "/tasks",
+        status_code=202,
+        response_model=TaskAccepted,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_JSON_BODY_DOC,
+        summary="Submit a JSON batch for asynchronous classification",
+    )
+    async def submit_task(self, request: Request, response: Response) -> dict[str, Any]:
+        """Validate now (422 for a bad body), enqueue, answer 202 with the task id at once."""
+        tasks = self._task_client()
+        model_id = self._resolve_model(request)
+        pixels = decode_payload(await self._read_json(request), self.args.max_batch_images)
+        task_id = await tasks.submit(pixels, model_id)
+        response.headers["Location"] = f"/tasks/{task_id}"
+        return {"task_id": task_id, "state": "pending", "status_url": f"/tasks/{task_id}"}
+
+    @api.get("/tasks/{task_id}", response_model=TaskStatus, responses=ERROR_RESPONSES, summary="A task's state")
+    async def task_status(self, task_id: str) -> dict[str, Any]:
+        """pending, started, retrying, succeeded (with the result) or failed (with the error)."""
+        return await self._task_client().status(task_id)
 
     @api.get("/models", response_model=ModelsResponse, summary="The models clients can choose")
     async def models(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ The tests and the benchmarks start the app through :func:`local_cluster` too.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -29,6 +30,8 @@ import yaml
 
 from serve_app.config import REPO_ROOT, SERVE_CONFIG_PATH
 from serve_app.dashboard import DashboardClient, read_auth_token
+from serve_app.redis_local import local_redis
+from serve_app.tasks import REDIS_URL_ENV
 
 EXAMPLE_DIGIT = REPO_ROOT / "examples" / "digits" / "digit.json"
 DEFAULT_DASHBOARD_PORT = 8265
@@ -53,6 +56,26 @@ def load_serve_config(path: Path = SERVE_CONFIG_PATH, http_port: int | None = No
     return config
 
 
+def tasks_enabled(config: dict[str, Any]) -> bool:
+    """Whether any application of a Serve config turns asynchronous inference on (needs Redis)."""
+    return any(((app.get("args") or {}).get("tasks") or {}).get("enabled") for app in config["applications"])
+
+
+@contextmanager
+def redis_for(config: dict[str, Any]) -> Iterator[str | None]:
+    """A local Redis at $MNIST_SERVE_REDIS_URL when the config needs one and none is given; else nothing."""
+    if not tasks_enabled(config) or os.environ.get(REDIS_URL_ENV):
+        yield os.environ.get(REDIS_URL_ENV)
+        return
+    with local_redis() as url:
+        os.environ[REDIS_URL_ENV] = url  # Ray's processes inherit it
+        print(f"asynchronous inference: started a local redis-server at {url}", flush=True)
+        try:
+            yield url
+        finally:
+            os.environ.pop(REDIS_URL_ENV, None)
+
+
 def http_port_of(config: dict[str, Any]) -> int:
     """The proxy port a Serve config asks for (Serve's default, 8000, if unset)."""
     return int((config.get("http_options") or {}).get("port", 8000))
@@ -74,27 +97,29 @@ def local_cluster(
     import ray
     from ray import serve
 
-    context = ray.init(
-        include_dashboard=True,
-        dashboard_port=dashboard_port,
-        namespace="serve",
-        log_to_driver=log_to_driver,
-        **ray_init_kwargs,
-    )
-    try:
-        dashboard_url = f"http://{context.dashboard_url}"
-        dashboard = DashboardClient(dashboard_url, token=read_auth_token())
-        dashboard.deploy(serve_config)
-        dashboard.wait_until_running([app["name"] for app in serve_config["applications"]], timeout_s=timeout_s)
-        yield LocalCluster(
-            http_url=f"http://127.0.0.1:{http_port_of(serve_config)}",
-            dashboard_url=dashboard_url,
-            dashboard=dashboard,
-            serve_config=serve_config,
+    with redis_for(serve_config):
+        context = ray.init(
+            include_dashboard=True,
+            dashboard_port=dashboard_port,
+            namespace="serve",
+            log_to_driver=log_to_driver,
+            **ray_init_kwargs,
         )
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+        try:
+            dashboard_url = f"http://{context.dashboard_url}"
+            dashboard = DashboardClient(dashboard_url, token=read_auth_token())
+            dashboard.deploy(serve_config)
+            apps = [app["name"] for app in serve_config["applications"]]
+            dashboard.wait_until_running(apps, timeout_s=timeout_s)
+            yield LocalCluster(
+                http_url=f"http://127.0.0.1:{http_port_of(serve_config)}",
+                dashboard_url=dashboard_url,
+                dashboard=dashboard,
+                serve_config=serve_config,
+            )
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 def banner(cluster: LocalCluster) -> str:
@@ -107,6 +132,8 @@ mnist-serve is up on a local Ray (CPU).
     curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
   upload images:
     curl -s -X POST {base}/predict/image -F files=@{EXAMPLE_DIGIT.with_name("digit-3.png")}
+  asynchronous (answers a task id; then GET {base}/tasks/<id>):
+    curl -s -X POST {base}/tasks -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
   API docs:        {base}/docs
   health:          {base}/healthz
   Ray dashboard:   {cluster.dashboard_url}

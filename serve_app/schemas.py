@@ -74,6 +74,23 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+class TaskAccepted(BaseModel):
+    """A task was queued."""
+
+    task_id: str
+    state: Literal["pending"]
+    status_url: str = Field(description="poll this for the state and, once done, the result")
+
+
+class TaskStatus(BaseModel):
+    """A task's state, and its result (succeeded) or error (failed, retrying)."""
+
+    task_id: str
+    state: Literal["pending", "started", "retrying", "succeeded", "failed"]
+    result: PredictResponse | None = None
+    error: str | None = None
+
+
 class ErrorResponse(BaseModel):
     """Every 4xx/5xx the service sends has this body."""
 
