@@ -76,6 +76,7 @@ VALIDATE_CASES = [
         "the CPU-only deployments need workerGroups.cpu",
     ),
     ({"ha": {"enabled": True}}, "ha.enabled needs a Redis: set redis.enabled=true"),
+    ({"asyncInference": {"enabled": True}}, "asyncInference.enabled needs a Redis"),
     ({"redis": {"external": {"address": "r:6379"}}}, "without redis.external.existingSecret"),
     (
         {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}, "autoscaler": {"enabled": False}},

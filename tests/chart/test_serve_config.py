@@ -26,6 +26,8 @@ def strip_chart_owned(config: dict) -> dict:
     config.pop("tracing_config", None)
     for app in config["applications"]:
         app.pop("args", None)
+        # The TaskConsumer is in the app only with asynchronous inference (asyncInference.enabled).
+        app["deployments"] = [d for d in app["deployments"] if d["name"] != "TaskConsumer"]
         for deployment in app["deployments"]:
             for key in CHART_OWNED_DEPLOYMENT_KEYS:
                 deployment.pop(key, None)
@@ -109,6 +111,28 @@ def test_tracing_is_off_by_default_and_exports_over_otlp_when_asked():
     assert env["RAY_SERVE_TRACING_SAMPLING_RATIO"] == "0.1"
     files_only = serve_config_of(render_chart({"tracing": {"enabled": True}}))["tracing_config"]
     assert files_only == {"enabled": True, "sampling_ratio": 0.01}
+
+
+def test_async_inference_is_off_by_default_and_wired_to_redis_when_on():
+    (app,) = serve_config_of(render_chart({}))["applications"]
+    assert app["args"]["tasks"]["enabled"] is False
+    assert "TaskConsumer" not in [d["name"] for d in app["deployments"]]
+    rendered = render_chart(scenario_values("ha"))
+    (app,) = serve_config_of(rendered)["applications"]
+    assert app["args"]["tasks"]["enabled"] is True
+    consumer = next(d for d in app["deployments"] if d["name"] == "TaskConsumer")
+    assert consumer["autoscaling_config"]["policy"]["policy_function"] == "serve_app.queue_policy:QueueLengthPolicy"
+    assert consumer["ray_actor_options"]["resources"] == {"mnist_cpu_pool": 1}
+    worker = rayservice_of(rendered)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    env = {item["name"]: item for item in worker["containers"][0]["env"]}
+    assert env["MNIST_SERVE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mnist-serve-redis",
+        "key": "redis-password",
+    }
+    assert env["MNIST_SERVE_REDIS_URL"]["value"] == (
+        "redis://:$(MNIST_SERVE_REDIS_PASSWORD)@mnist-serve-redis.serving.svc.cluster.local:6379/1"
+    )
+    assert "password" not in serve_config_of(rendered)["applications"][0]["args"]["tasks"]
 
 
 def test_autoscaling_replaces_num_replicas():

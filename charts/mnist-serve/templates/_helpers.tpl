@@ -170,8 +170,21 @@ spec:
           containerPort: 8000
         - name: metrics
           containerPort: 8080
-      {{- if and $root.Values.tracing.enabled $root.Values.tracing.otlpEndpoint }}
+      {{- $tracing := and $root.Values.tracing.enabled $root.Values.tracing.otlpEndpoint }}
+      {{- if or $tracing $root.Values.asyncInference.enabled }}
       env:
+      {{- end }}
+      {{- if $root.Values.asyncInference.enabled }}
+        # Redis for asynchronous inference, read by serve_app.tasks; the password never enters the Serve config.
+        - name: MNIST_SERVE_REDIS_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "mnist-serve.redisSecretName" $root }}
+              key: {{ include "mnist-serve.redisPasswordKey" $root }}
+        - name: MNIST_SERVE_REDIS_URL
+          value: "redis://:$(MNIST_SERVE_REDIS_PASSWORD)@{{ include "mnist-serve.redisAddress" $root }}/{{ $root.Values.asyncInference.redisDb }}"
+      {{- end }}
+      {{- if $tracing }}
         # OTLP export for the replicas (serve_app.tracing) and, through Serve's variables, the proxies.
         - name: OTEL_EXPORTER_OTLP_ENDPOINT
           value: {{ $root.Values.tracing.otlpEndpoint | quote }}

@@ -6,6 +6,8 @@ run deploys), with only per-environment numbers replaced from values:
     ray_actor_options.num_cpus / num_gpus / resources, and the Ingress's and the Classifier's
     user_config (batching)
   - tracing_config, from tracing.*
+  - asynchronous inference (args.tasks, the TaskConsumer's max replicas), from asyncInference.*;
+    without it the TaskConsumer entry is dropped
 Everything else (import_path, deployment names, proxy and HTTP options) comes from the file,
 so the local run and the cluster cannot drift; tests/chart/test_serve_config.py proves it.
 */}}
@@ -14,6 +16,23 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- $serve := .Values.serve }}
 {{- range $app := $config.applications }}
 {{- $args := default (dict) $app.args }}
+{{- $async := $.Values.asyncInference }}
+{{- $tasks := default (dict) $args.tasks }}
+{{- $_ := set $tasks "enabled" $async.enabled }}
+{{- $_ := set $tasks "max_retries" (int $async.maxRetries) }}
+{{- $_ := set $tasks "result_ttl_s" (int $async.resultTtlS) }}
+{{- $_ := set $tasks "visibility_timeout_s" (int $async.visibilityTimeoutS) }}
+{{- $_ := set $args "tasks" $tasks }}
+{{- if not $async.enabled }}
+{{- /* No TaskConsumer in the app without async inference: drop its entry from the config. */}}
+{{- $kept := list }}
+{{- range $deployment := $app.deployments }}
+{{- if ne $deployment.name "TaskConsumer" }}
+{{- $kept = append $kept $deployment }}
+{{- end }}
+{{- end }}
+{{- $_ := set $app "deployments" $kept }}
+{{- end }}
 {{- $_ := set $args "model_id" $serve.app.modelId }}
 {{- $_ := set $args "max_batch_images" (int $serve.app.maxBatchImages) }}
 {{- $_ := set $args "max_body_bytes" (int64 $serve.app.maxBodyBytes) }}
@@ -23,6 +42,13 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- end }}
 {{- $_ := set $app "args" $args }}
 {{- range $deployment := $app.deployments }}
+{{- if eq $deployment.name "TaskConsumer" }}
+{{- $_ := set $deployment.autoscaling_config "max_replicas" (int $.Values.asyncInference.maxConsumerReplicas) }}
+{{- if $.Values.workerGroups.cpu.enabled }}
+{{- $_ := set $deployment.ray_actor_options "resources" (dict (include "mnist-serve.cpuPoolResource" $) 1) }}
+{{- end }}
+{{- continue }}
+{{- end }}
 {{- $values := index $serve (lower $deployment.name) }}
 {{- $actorOptions := default (dict) $deployment.ray_actor_options }}
 {{- $_ := set $actorOptions "num_cpus" $values.numCpus }}

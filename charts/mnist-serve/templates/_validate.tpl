@@ -59,6 +59,9 @@ to set. Included at the top of rayservice.yaml.
 {{- if and (eq (float64 $classifier.numGpus) 0.0) (not .Values.workerGroups.cpu.enabled) }}
 {{- $errors = append $errors "serve.classifier.numGpus is 0 and workerGroups.cpu is disabled: the CPU-only deployments need workerGroups.cpu" }}
 {{- end }}
+{{- if and .Values.asyncInference.enabled (not .Values.redis.enabled) (not .Values.redis.external.address) }}
+{{- $errors = append $errors "asyncInference.enabled needs a Redis: set redis.enabled=true, or redis.external.address (and redis.external.existingSecret)" }}
+{{- end }}
 {{- if and .Values.ha.enabled (not .Values.redis.enabled) (not .Values.redis.external.address) }}
 {{- $errors = append $errors "ha.enabled needs a Redis: set redis.enabled=true, or redis.external.address (and redis.external.existingSecret)" }}
 {{- end }}
