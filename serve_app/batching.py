@@ -11,16 +11,22 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 
 @dataclass
 class ModelRequest:
-    """One caller's normalised images (N, 1, 28, 28) for one model."""
+    """One caller's images (N, 1, 28, 28) for one model, and the caller's context.
+
+    ``context`` is the caller's ``contextvars.Context`` (Serve's request context, the trace):
+    a merged call runs in its own task, so it runs in the context of its batch's first request.
+    """
 
     model_id: str
     images: np.ndarray
+    context: Any = None
 
 
 def group_by_model(requests: list[ModelRequest]) -> dict[tuple[str, str], list[int]]:

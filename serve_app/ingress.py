@@ -24,6 +24,8 @@ failure is mapped to a status by :mod:`serve_app.errors`.
 route signatures' real types through Serve's class-based ingress.)
 """
 
+import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -182,7 +184,7 @@ class Ingress:
 
     async def _classify(self, pixels: np.ndarray, model_id: str) -> dict[str, Any]:
         """Validated (N, 1, 28, 28) pixels -> the answer, batched with concurrent requests."""
-        return await self._classify_batch(ModelRequest(model_id, pixels))
+        return await self._classify_batch(ModelRequest(model_id, pixels, contextvars.copy_context()))
 
     # Batching here, before the DeploymentHandle hops, is what makes the composed graph cheap:
     # N concurrent requests cost one Preprocessor call and one Classifier call per model, not N
@@ -199,7 +201,11 @@ class Ingress:
         for (model_id, _), indices in group_by_model(requests).items():
             images, sizes = merge(requests, indices)
             self.metrics.batch_size.observe(len(indices), tags={"model": model_id})
-            merged = await self._call_graph(images, model_id)
+            # The batch runs in its own task: make the merged call in the first request's context,
+            # so it carries that request's id and trace.
+            call = self._call_graph(images, model_id)
+            first = requests[indices[0]].context
+            merged = await (asyncio.create_task(call, context=first) if first is not None else call)
             for index, answer in zip(indices, split_answer(merged, sizes), strict=True):
                 answers[index] = answer
         return answers

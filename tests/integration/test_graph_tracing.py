@@ -32,19 +32,27 @@ def test_spans_cover_ingress_preprocessor_and_classifier_under_one_trace(local_s
     assert response.status_code == 200
     request_id = response.headers.get("x-request-id", "trace-me")
 
+    # Find the Classifier's span for this request, then everything in its trace.
     deadline = time.monotonic() + 30
     mine: list[dict] = []
     while time.monotonic() < deadline:
-        ingress = [s for s in read_spans(local_serve.session_dir) if s["attributes"].get("request_id") == request_id]
-        if ingress:
-            trace_id = ingress[0]["context"]["trace_id"]
-            mine = [s for s in read_spans(local_serve.session_dir) if s["context"]["trace_id"] == trace_id]
+        spans = read_spans(local_serve.session_dir)
+        classifier = [
+            s for s in spans if s["_deployment"] == "Classifier" and s["attributes"].get("request_id") == request_id
+        ]
+        if classifier:
+            trace_id = classifier[0]["context"]["trace_id"]
+            mine = [s for s in spans if s["context"]["trace_id"] == trace_id]
             if {s["_deployment"] for s in mine} >= {"Ingress", "Preprocessor", "Classifier"}:
                 break
         time.sleep(1)
-    # The ingress replica's root span is FastAPI's request span; the others are Serve's replica spans.
+    # The Ingress's span is FastAPI's request span; the others are Serve's replica spans.
     by_deployment = {s["_deployment"]: s for s in mine if s["name"] == "POST /predict"}
-    by_deployment |= {s["_deployment"]: s for s in mine if s["name"].startswith("replica_handle_request")}
+    by_deployment |= {
+        s["_deployment"]: s
+        for s in mine
+        if s["name"].startswith("replica_handle_request") and s["_deployment"] != "Ingress"
+    }
     assert set(by_deployment) == {"Ingress", "Preprocessor", "Classifier"}, [s["name"] for s in mine]
     assert len({s["context"]["trace_id"] for s in mine}) == 1
     # Nesting: the downstream calls descend from the ingress's span.
