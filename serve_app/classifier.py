@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -22,9 +23,11 @@ import numpy as np
 import ray
 import torch
 from ray import serve
+from ray.serve.schema import ReplicaRank
 
 from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
-from serve_app.config import BatchingConfig
+from serve_app.config import BatchingConfig, ClassifierUserConfig
+from serve_app.latency import RollingLatency
 from serve_app.metrics import classifier_metrics
 from serve_app.model import load_model, predict, select_device
 from serve_app.store import ModelCacheTracker, ModelStore
@@ -50,6 +53,10 @@ class Classifier:
         self.batching = _DEFAULT_BATCHING
         self.cache = ModelCacheTracker(max_models_per_replica)
         self.metrics = classifier_metrics()
+        self.model_latency = RollingLatency(window_s=10.0)  # model calls: the latency-SLA policy
+        self.request_latency = RollingLatency(window_s=30.0)  # whole predict() calls: the router
+        self.ongoing = 0
+        self.debug_delay_s = 0.0
 
         async def load(model_id: str) -> torch.nn.Module:
             return self._load(model_id)
@@ -79,12 +86,19 @@ class Classifier:
             self.metrics.evictions.inc(tags={"model": event.evicted})
         return await self._multiplexed_model(model_id)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply a new ``user_config`` (batch size and wait) without restarting the replica."""
-        self.batching = BatchingConfig.model_validate(user_config)
+    def reconfigure(self, user_config: dict[str, Any], rank: ReplicaRank | None = None) -> None:
+        """Apply a new ``user_config`` (batch size and wait) without restarting the replica.
+
+        ``rank`` (Serve passes it; 0..N-1 across the deployment's replicas) selects the replica
+        that the test-only ``debug_delay_ms`` slows.
+        """
+        config = ClassifierUserConfig.model_validate(user_config)
+        self.batching = config.batching()
+        slowed = config.debug_slow_rank is None or (rank is not None and rank.rank == config.debug_slow_rank)
+        self.debug_delay_s = config.debug_delay_ms / 1000 if slowed else 0.0
         self._predict_batch.set_max_batch_size(self.batching.max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
-        logger.info("Classifier batching: %s", self.batching)
+        logger.info("Classifier batching: %s; test-only delay %.0f ms", self.batching, self.debug_delay_s * 1000)
 
     async def predict(self, images: np.ndarray, model_id: str | None = None) -> dict[str, Any]:
         """Normalised float32 (N, 1, 28, 28) -> labels, probabilities and the model id.
@@ -94,7 +108,15 @@ class Classifier:
         chosen = model_id or serve.get_multiplexed_model_id()
         if not chosen:
             raise ValueError("no model id: call with model_id or handle.options(multiplexed_model_id=...)")
-        return await self._predict_batch(ModelRequest(chosen, images))
+        started = time.perf_counter()
+        self.ongoing += 1
+        try:
+            if self.debug_delay_s:
+                await asyncio.sleep(self.debug_delay_s)  # test-only slowdown (router benchmark)
+            return await self._predict_batch(ModelRequest(chosen, images))
+        finally:
+            self.ongoing -= 1
+            self.request_latency.observe((time.perf_counter() - started) * 1000)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s
@@ -118,10 +140,19 @@ class Classifier:
         return answers
 
     def _record(self, model_id: str, requests: int, latency_ms: float, labels: np.ndarray) -> None:
+        self.model_latency.observe(latency_ms)
         self.metrics.batch_size.observe(requests, tags={"model": model_id})
         self.metrics.model_latency_ms.observe(latency_ms, tags={"model": model_id})
         for digit, count in zip(*np.unique(labels, return_counts=True), strict=True):
             self.metrics.predicted_digits.inc(int(count), tags={"model": model_id, "digit": str(digit)})
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """For the LatencyAwareRouter: p90 of this replica's whole predict() calls, and its load."""
+        return {"latency_ms_p90": self.request_latency.p90(), "ongoing": self.ongoing, "reported_at": time.time()}
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """For the LatencySLAPolicy: ``latency_ms_p90`` of recent model calls, in ms."""
+        return self.model_latency.autoscaling_stats()
 
     def batching_config(self) -> dict[str, Any]:
         """The batching settings in force on this replica."""

@@ -50,6 +50,25 @@ class AppArgs(BaseModel):
     )
 
 
+class ClassifierUserConfig(BaseModel):
+    """The Classifier's whole ``user_config``: batching, plus a test-only slowdown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1, le=1024, description="most requests merged into one model call")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1, description="longest wait for a batch to fill, in seconds")
+    debug_delay_ms: float = Field(
+        0.0, ge=0, le=10_000, description="TEST ONLY: ms added to every call on the slowed replica (router benchmark)"
+    )
+    debug_slow_rank: int | None = Field(
+        None, ge=0, description="TEST ONLY: rank of the replica debug_delay_ms slows; null: every replica"
+    )
+
+    def batching(self) -> BatchingConfig:
+        """The batching part."""
+        return BatchingConfig(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s)
+
+
 class BatchingConfig(BaseModel):
     """The Classifier's ``user_config``: dynamic batching, changeable live through ``reconfigure()``."""
 

@@ -22,7 +22,19 @@ def test_the_ingress_does_not_import_torch():
 
 
 @pytest.mark.parametrize(
-    "module", ["serve_app.inputs", "serve_app.model", "serve_app.transforms", "serve_app.data", "serve_app.config"]
+    "module",
+    [
+        "serve_app.inputs",
+        "serve_app.model",
+        "serve_app.transforms",
+        "serve_app.data",
+        "serve_app.config",
+        "serve_app.store",
+        "serve_app.batching",
+        "serve_app.tasks",
+        "serve_app.policies",
+        "serve_app.latency",
+    ],
 )
 def test_pure_logic_does_not_import_ray_serve(module):
     assert "ray.serve" not in modules_after_import(module)
