@@ -31,6 +31,18 @@ SCHEMA_CASES = [
     ({"monitoring": {"prometheusRule": {"errorRatio": 2}}}, "/monitoring/prometheusRule/errorRatio"),
     ({"head": {"resources": {"limits": {"cpu": "two"}}}}, "/head/resources/limits/cpu"),
     ({"rayVersion": "latest"}, "/rayVersion"),
+    ({"serve": {"classifier": {"autoscaling": {"policy": "magic"}}}}, "/serve/classifier/autoscaling/policy"),
+    ({"serve": {"classifier": {"router": {"type": "random"}}}}, "/serve/classifier/router/type"),
+    (
+        {
+            "serve": {
+                "classifier": {
+                    "autoscaling": {"schedule": {"windows": [{"start": "9am", "end": "17:00", "replicas": 1}]}}
+                }
+            }
+        },
+        "/serve/classifier/autoscaling/schedule/windows/0/start",
+    ),
 ]
 
 
@@ -77,6 +89,8 @@ VALIDATE_CASES = [
     ),
     ({"ha": {"enabled": True}}, "ha.enabled needs a Redis: set redis.enabled=true"),
     ({"asyncInference": {"enabled": True}}, "asyncInference.enabled needs a Redis"),
+    ({"serve": {"pipelinePolicy": {"enabled": True}}}, "serve.pipelinePolicy.enabled needs serve.preprocessor"),
+    ({"serve": {"classifier": {"autoscaling": {"policy": "latencySLA"}}}}, "enable autoscaling"),
     ({"redis": {"external": {"address": "r:6379"}}}, "without redis.external.existingSecret"),
     (
         {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}, "autoscaler": {"enabled": False}},

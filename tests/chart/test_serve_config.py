@@ -135,6 +135,57 @@ def test_async_inference_is_off_by_default_and_wired_to_redis_when_on():
     assert "password" not in serve_config_of(rendered)["applications"][0]["args"]["tasks"]
 
 
+def classifier_of(values: dict) -> dict:
+    (app,) = serve_config_of(render_chart(values))["applications"]
+    return next(d for d in app["deployments"] if d["name"] == "Classifier")
+
+
+def test_policies_and_router_are_selectable_in_values():
+    assert (
+        "policy"
+        not in classifier_of({"serve": {"classifier": {"autoscaling": {"enabled": True}}}})["autoscaling_config"]
+    )
+    sla = classifier_of({"serve": {"classifier": {"autoscaling": {"enabled": True, "policy": "latencySLA"}}}})
+    assert sla["autoscaling_config"]["policy"] == {
+        "policy_function": "serve_app.policies:LatencySLAPolicy",
+        "policy_kwargs": {"sla_ms": 50, "downscale_below": 0.5},
+    }
+    windows = [{"start": "09:00", "end": "17:00", "replicas": 4, "days": ["mon", "fri"]}]
+    schedule = classifier_of(
+        {
+            "serve": {
+                "classifier": {"autoscaling": {"enabled": True, "policy": "schedule", "schedule": {"windows": windows}}}
+            }
+        }
+    )["autoscaling_config"]["policy"]
+    assert schedule["policy_function"] == "serve_app.policies:SchedulePolicy"
+    assert schedule["policy_kwargs"]["schedule"] == windows  # "09:00" stays a string (JSON, not YAML 1.1)
+    from serve_app.policies import SchedulePolicy
+
+    SchedulePolicy(**schedule["policy_kwargs"])  # the policy accepts what the chart renders
+    router = classifier_of({"serve": {"classifier": {"router": {"type": "latencyAware"}}}})["request_router_config"]
+    assert router == {
+        "request_router_class": "serve_app.router:LatencyAwareRouter",
+        "request_routing_stats_period_s": 2,
+    }
+    assert "request_router_config" not in classifier_of({})
+    pipeline = serve_config_of(
+        render_chart(
+            {
+                "serve": {
+                    "pipelinePolicy": {"enabled": True},
+                    "preprocessor": {"autoscaling": {"enabled": True}},
+                    "classifier": {"autoscaling": {"enabled": True}},
+                }
+            }
+        )
+    )
+    assert pipeline["applications"][0]["autoscaling_policy"]["policy_function"] == (
+        "serve_app.policies:ProportionalPipelinePolicy"
+    )
+    ServeDeploySchema.model_validate(pipeline)
+
+
 def test_autoscaling_replaces_num_replicas():
     (app,) = serve_config_of(render_chart(scenario_values("autoscaling")))["applications"]
     classifier = next(d for d in app["deployments"] if d["name"] == "Classifier")

@@ -57,6 +57,11 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- end }}
 {{- if eq $deployment.name "Classifier" }}
 {{- $_ := set $actorOptions "num_gpus" $values.numGpus }}
+{{- if eq $values.router.type "latencyAware" }}
+{{- $_ := set $deployment "request_router_config" (dict "request_router_class" "serve_app.router:LatencyAwareRouter" "request_routing_stats_period_s" $values.router.statsPeriodS) }}
+{{- else }}
+{{- $_ := unset $deployment "request_router_config" }}
+{{- end }}
 {{- else if $.Values.workerGroups.cpu.enabled }}
 {{- /* Pin CPU-only deployments to the CPU worker group through its custom resource. */}}
 {{- $_ := set $actorOptions "resources" (dict (include "mnist-serve.cpuPoolResource" $) 1) }}
@@ -76,11 +81,23 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- $_ := set $autoscaling $field (index $values.autoscaling $key) }}
 {{- end }}
 {{- end }}
+{{- if eq $deployment.name "Classifier" }}
+{{- if eq $values.autoscaling.policy "latencySLA" }}
+{{- $_ := set $autoscaling "policy" (dict "policy_function" "serve_app.policies:LatencySLAPolicy" "policy_kwargs" (dict "sla_ms" $values.autoscaling.latencySLA.slaMs "downscale_below" $values.autoscaling.latencySLA.downscaleBelow)) }}
+{{- else if eq $values.autoscaling.policy "schedule" }}
+{{- $_ := set $autoscaling "policy" (dict "policy_function" "serve_app.policies:SchedulePolicy" "policy_kwargs" (dict "timezone" $values.autoscaling.schedule.timezone "default_replicas" (int $values.autoscaling.schedule.defaultReplicas) "schedule" $values.autoscaling.schedule.windows)) }}
+{{- end }}
+{{- end }}
 {{- $_ := set $deployment "autoscaling_config" $autoscaling }}
 {{- else }}
 {{- $_ := unset $deployment "autoscaling_config" }}
 {{- $_ := set $deployment "num_replicas" (int $values.numReplicas) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.serve.pipelinePolicy.enabled }}
+{{- range $app := $config.applications }}
+{{- $_ := set $app "autoscaling_policy" (dict "policy_function" "serve_app.policies:ProportionalPipelinePolicy" "policy_kwargs" (dict "preprocessors_per_classifier" $.Values.serve.pipelinePolicy.preprocessorsPerClassifier)) }}
 {{- end }}
 {{- end }}
 {{- if .Values.tracing.enabled }}
@@ -90,7 +107,8 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- end }}
 {{- $_ := set $config "tracing_config" $tracing }}
 {{- end }}
-{{- toYaml $config }}
+{{- /* JSON (valid YAML) so that no value's type depends on YAML 1.1 rules ("09:00", "no"). */}}
+{{- toPrettyJson $config }}
 {{- end }}
 
 {{/*

@@ -59,6 +59,14 @@ to set. Included at the top of rayservice.yaml.
 {{- if and (eq (float64 $classifier.numGpus) 0.0) (not .Values.workerGroups.cpu.enabled) }}
 {{- $errors = append $errors "serve.classifier.numGpus is 0 and workerGroups.cpu is disabled: the CPU-only deployments need workerGroups.cpu" }}
 {{- end }}
+{{- if .Values.serve.pipelinePolicy.enabled }}
+{{- if not (and .Values.serve.preprocessor.autoscaling.enabled .Values.serve.classifier.autoscaling.enabled) }}
+{{- $errors = append $errors "serve.pipelinePolicy.enabled needs serve.preprocessor.autoscaling.enabled and serve.classifier.autoscaling.enabled" }}
+{{- end }}
+{{- end }}
+{{- if and (ne .Values.serve.classifier.autoscaling.policy "default") (not .Values.serve.classifier.autoscaling.enabled) }}
+{{- $errors = append $errors (printf "serve.classifier.autoscaling.policy is %s but serve.classifier.autoscaling.enabled is false: enable autoscaling" .Values.serve.classifier.autoscaling.policy) }}
+{{- end }}
 {{- if and .Values.asyncInference.enabled (not .Values.redis.enabled) (not .Values.redis.external.address) }}
 {{- $errors = append $errors "asyncInference.enabled needs a Redis: set redis.enabled=true, or redis.external.address (and redis.external.existingSecret)" }}
 {{- end }}
