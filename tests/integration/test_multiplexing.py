@@ -69,6 +69,8 @@ def test_repeated_requests_do_not_reload_and_lru_evicts(local_serve, example_dig
 
     classify(local_serve, images[:1], "mnist-cnn-small")
     assert "mnist-cnn-small" in classifier.loaded_models.remote().result()
+    # The load just happened: wait until it is exported, then until nothing more arrives.
+    local_serve.wait_for_metric("ray_mnist_model_loads_total", 1, model="mnist-cnn-small")
     loads_before = local_serve.settled("ray_mnist_model_loads_total", model="mnist-cnn-small")
     hits_before = hits("mnist-cnn-small")
     for _ in range(5):
