@@ -14,7 +14,6 @@ against the sha256 in their card before they are loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 import fsspec
 
 from serve_app.config import MODELS_DIR
+from serve_app.data import sha256_of
 from serve_app.errors import UnknownModelError
 
 MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -90,26 +90,18 @@ class ModelStore:
             return Path(self._path(model_id, name))
         target = self.cache_dir / model_id / name
         expected = card["sha256"][name]
-        if target.is_file() and _sha256(target) == expected:
+        if target.is_file() and sha256_of(target) == expected:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(target.suffix + ".partial")
         with self.fs.open(self._path(model_id, name), "rb") as source, partial.open("wb") as sink:
             shutil.copyfileobj(source, sink)
-        actual = _sha256(partial)
+        actual = sha256_of(partial)
         if actual != expected:
             partial.unlink()
             raise ValueError(f"{self.uri}/{model_id}/{name}: sha256 {actual} does not match its card ({expected})")
         partial.replace(target)
         return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
