@@ -126,7 +126,8 @@ def banner(cluster: LocalCluster) -> str:
     """What to tell the user once the app answers."""
     base = cluster.http_url.replace("127.0.0.1", "localhost")
     return f"""
-mnist-serve is up on a local Ray (CPU).
+mnist-serve is up on a local Ray (CPU). The Classifier scales from zero: the first
+request starts its replica and waits a few seconds for it.
 
   classify a real digit (a 7):
     curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
