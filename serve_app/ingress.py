@@ -50,7 +50,7 @@ from serve_app.errors import (
     ServiceUnavailableError,
     UnsupportedMediaError,
 )
-from serve_app.inputs import decode_image_files, decode_payload, parse_json_body
+from serve_app.inputs import NPY_MEDIA_TYPE, decode_image_files, decode_npy_body, decode_payload, parse_json_body
 from serve_app.metrics import ingress_metrics
 from serve_app.schemas import (
     ERROR_RESPONSES,
@@ -80,7 +80,19 @@ api = FastAPI(
 _JSON_BODY_DOC = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        "content": {
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+            # Compact body for bulk clients: numpy.save() of a (N, 28, 28), (N, 1, 28, 28) or
+            # (N, 28, 28, 1) array; uint8 means raw pixels, a float dtype [0, 1] (override with
+            # the pixel_scale query parameter).
+            "application/x-npy": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "numpy.save() of the image batch; uint8 = raw 0-255, float = [0, 1]",
+                }
+            },
+        },
     }
 }
 
@@ -220,17 +232,23 @@ class Ingress:
         except Exception as exc:
             raise map_downstream_error(exc) from exc
 
-    async def _read_json(self, request: Request) -> Any:
+    async def _read_pixels(self, request: Request) -> np.ndarray:
+        """The body as validated pixels: a JSON batch, or a ``.npy`` array (``application/x-npy``)."""
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-        if content_type not in ("application/json", "", "text/plain"):
-            raise UnsupportedMediaError(f"content type {content_type!r} is not accepted here; send application/json")
+        if content_type not in ("application/json", "", "text/plain", NPY_MEDIA_TYPE):
+            raise UnsupportedMediaError(
+                f"content type {content_type!r} is not accepted here; send application/json or {NPY_MEDIA_TYPE}"
+            )
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.args.max_body_bytes:
             raise PayloadTooLargeError(f"body of {declared} bytes exceeds the limit of {self.args.max_body_bytes}")
         body = await request.body()
         if len(body) > self.args.max_body_bytes:
             raise PayloadTooLargeError(f"body of {len(body)} bytes exceeds the limit of {self.args.max_body_bytes}")
-        return parse_json_body(body)
+        if content_type == NPY_MEDIA_TYPE:
+            scale = request.query_params.get("pixel_scale", "auto")
+            return decode_npy_body(body, scale, self.args.max_batch_images)  # type: ignore[arg-type]
+        return decode_payload(parse_json_body(body), self.args.max_batch_images)
 
     @api.post(
         "/predict",
@@ -242,8 +260,7 @@ class Ingress:
     async def predict_json(self, request: Request) -> dict[str, Any]:
         """Classify ``{"image": [...], "pixel_scale": "auto"}``."""
         model_id = self._resolve_model(request)
-        payload = await self._read_json(request)
-        return await self._classify(decode_payload(payload, self.args.max_batch_images), model_id)
+        return await self._classify(await self._read_pixels(request), model_id)
 
     @api.post(
         "/",
@@ -302,7 +319,7 @@ class Ingress:
         """Validate now (422 for a bad body), enqueue, answer 202 with the task id at once."""
         tasks = self._task_client()
         model_id = self._resolve_model(request)
-        pixels = decode_payload(await self._read_json(request), self.args.max_batch_images)
+        pixels = await self._read_pixels(request)
         task_id = await tasks.submit(pixels, model_id)
         response.headers["Location"] = f"/tasks/{task_id}"
         return {"task_id": task_id, "state": "pending", "status_url": f"/tasks/{task_id}"}

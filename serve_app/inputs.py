@@ -11,6 +11,8 @@ The input contract, enforced here and documented in the OpenAPI schema:
   - ``"auto"`` (default): ``uint8`` when every number is an integer (JSON ints,
     or an integer numpy dtype), ``unit`` as soon as one number is a float.
 
+* Bulk clients may send the batch as a ``.npy`` array instead (``application/x-npy``):
+  the dtype then says the scale (uint8 raw, float [0, 1]).
 * NaN, infinity, values outside the scale's range, non-numbers, ragged nesting,
   an empty batch are rejected with :class:`~serve_app.errors.InvalidInputError`
   (422); more than ``max_images`` images with
@@ -147,6 +149,22 @@ def decode_payload(payload: Any, max_images: int) -> np.ndarray:
     if unknown:
         raise InvalidInputError(f"unknown field(s) {sorted(unknown)}; allowed: 'image', 'pixel_scale'")
     return decode_images(payload["image"], payload.get("pixel_scale", "auto"), max_images)
+
+
+NPY_MEDIA_TYPE = "application/x-npy"
+
+
+def decode_npy_body(body: bytes, pixel_scale: PixelScale = "auto", max_images: int = 256) -> np.ndarray:
+    """A ``numpy.save()`` body (no pickles) -> validated (N, 1, 28, 28) pixels, as :func:`decode_images`."""
+    if not body:
+        raise MalformedBodyError("empty request body; send the bytes numpy.save() writes for the image batch")
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise MalformedBodyError(f"not a .npy array: {error}") from None
+    if not isinstance(array, np.ndarray):
+        raise MalformedBodyError("send one array saved with numpy.save(), not an .npz archive")
+    return decode_images(array, pixel_scale, max_images)
 
 
 def decode_image_file(content: bytes, filename: str, invert: bool = False) -> np.ndarray:

@@ -169,3 +169,16 @@ def test_concurrent_requests_all_succeed(local_serve, example_digits):
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(classify, range(64)))
     assert answers == [int(labels[i % 10]) for i in range(64)]
+
+
+def test_npy_body_for_bulk_clients(local_serve, mnist_test):
+    buffer = io.BytesIO()
+    np.save(buffer, mnist_test.images[:64])
+    headers = {"Content-Type": "application/x-npy"}
+    response = local_serve.post("/predict", data=buffer.getvalue(), headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["predicted_label"] == mnist_test.labels[:64].tolist()
+    bad = local_serve.post("/predict", data=b"\x93NUMPY broken", headers=headers)
+    assert bad.status_code == 400 and "not a .npy array" in bad.json()["detail"]
+    spec = local_serve.get("/openapi.json").json()
+    assert "application/x-npy" in spec["paths"]["/predict"]["post"]["requestBody"]["content"]

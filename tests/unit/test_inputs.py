@@ -7,7 +7,14 @@ from PIL import Image
 
 from serve_app.errors import InvalidInputError, MalformedBodyError, PayloadTooLargeError
 from serve_app.examples import EXAMPLES_DIR
-from serve_app.inputs import decode_image_file, decode_image_files, decode_images, decode_payload, parse_json_body
+from serve_app.inputs import (
+    decode_image_file,
+    decode_image_files,
+    decode_images,
+    decode_npy_body,
+    decode_payload,
+    parse_json_body,
+)
 from serve_app.schemas import PredictRequest
 
 
@@ -170,3 +177,34 @@ def test_request_schema_documents_the_contract():
     assert schema["properties"]["pixel_scale"]["enum"] == ["auto", "uint8", "unit"]
     PredictRequest.model_validate({"image": np.zeros((2, 1, 28, 28)).tolist()})
     PredictRequest.model_validate({"image": np.zeros((2, 28, 28), dtype=int).tolist(), "pixel_scale": "uint8"})
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_npy_bodies_decode_with_their_dtype_as_the_scale(example_digits):
+    images, _ = example_digits
+    raw = decode_npy_body(_npy(images), max_images=16)
+    assert raw.dtype == np.uint8 and raw.shape == (10, 1, 28, 28)
+    unit = decode_npy_body(_npy(images[:, None] / 255.0), max_images=16)
+    assert unit.dtype == np.float32
+    np.testing.assert_allclose(unit * 255, raw, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "message"),
+    [
+        (b"", MalformedBodyError, "empty request body"),
+        (b"not numpy", MalformedBodyError, "not a .npy array"),
+        (_npy(np.array([{"a": 1}], dtype=object)), MalformedBodyError, "not a .npy array"),  # pickles refused
+        (_npy(np.zeros((3, 27, 28), dtype=np.uint8)), InvalidInputError, "shape"),
+        (_npy(np.full((1, 28, 28), np.nan)), InvalidInputError, "NaN"),
+        (_npy(np.zeros((300, 28, 28), dtype=np.uint8)), PayloadTooLargeError, "maximum of 256"),
+    ],
+)
+def test_bad_npy_bodies(body, error, message):
+    with pytest.raises(error, match=message):
+        decode_npy_body(body, max_images=256)
