@@ -98,7 +98,18 @@ _JSON_BODY_DOC = {
 
 
 #: Routes recorded by name in the latency metric; anything else is "other" (bounded cardinality).
-METRIC_ROUTES = {"/predict", "/", "/predict/image", "/models", "/healthz"}
+METRIC_ROUTES = {"/predict", "/", "/predict/image", "/tasks", "/models", "/healthz"}
+#: Routes that classify (counted in mnist_requests_total by model and status).
+CLASSIFYING_ROUTES = {"/predict", "/", "/predict/image", "/tasks"}
+
+
+def metric_route(path: str) -> str:
+    """The route label of a request path: a known route, ``/tasks/{id}``, or ``other``."""
+    if path in METRIC_ROUTES:
+        return path
+    return "/tasks/{id}" if path.startswith("/tasks/") else "other"
+
+
 MODEL_HEADER = "serve_multiplexed_model_id"
 
 
@@ -106,10 +117,10 @@ MODEL_HEADER = "serve_multiplexed_model_id"
 async def _record_request_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     started = time.perf_counter()
     response = await call_next(request)
-    route = request.url.path if request.url.path in METRIC_ROUTES else "other"
+    route = metric_route(request.url.path)
     metrics = ingress_metrics()
     metrics.request_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"route": route})
-    if route.startswith("/predict") or route == "/":
+    if route in CLASSIFYING_ROUTES and request.method == "POST":
         model = getattr(request.state, "model_id", "none")
         metrics.requests.inc(tags={"model": model, "outcome": str(response.status_code)})
     return response
