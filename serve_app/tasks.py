@@ -99,6 +99,13 @@ def task_processor_config(settings: TaskSettings, queue_name: str | None = None)
 def task_view(task_id: str, celery_status: str, result: Any) -> dict[str, Any]:
     """The client's view of a task: state, and the result or the error once done."""
     state = _CELERY_STATES.get(celery_status, "pending")
+    if state == "succeeded" and not (
+        isinstance(result, dict) and ("predicted_label" in result or "unprocessable" in result)
+    ):
+        # Celery reads the result and the status with two calls: the task can finish in between,
+        # pairing SUCCESS with the STARTED record ({"pid", "hostname"}). Report it as started;
+        # the next poll reads the result.
+        state = "started"
     view: dict[str, Any] = {"task_id": task_id, "state": state}
     if state == "succeeded" and isinstance(result, dict) and result.get("unprocessable"):
         view.update(state="failed", error=result["detail"])
