@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,14 +27,8 @@ from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.examples import EXAMPLES_DIR
 from serve_app.local import load_serve_config, local_cluster
 from serve_app.model import load_model, model_dir, predict
+from serve_app.ports import free_port
 from serve_app.transforms import to_model_input
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def raw_model_images_per_s(batch_size: int, seconds: float = 3.0) -> float:

@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 import requests
 
-from bench.graph import free_port
 from bench.wrk import WrkResult, require_wrk, run_wrk
 from serve_app.config import APP_NAME, DEFAULT_MODEL_ID, SERVE_CONFIG_PATH
 from serve_app.dashboard import DashboardClient, DeployFailedError
 from serve_app.examples import EXAMPLES_DIR
 from serve_app.local import load_serve_config, local_cluster
+from serve_app.ports import free_port
 
 CLASSIFIER = "Classifier"
 LATENCY_AWARE_ROUTER = "serve_app.router:LatencyAwareRouter"

@@ -14,18 +14,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from serve_app.ports import free_port
+
 DEFAULT_PORT = 6390
 
 
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -35,7 +31,7 @@ def local_redis(port: int | None = None, timeout_s: float = 10) -> Iterator[str]
     if binary is None:
         raise RuntimeError("redis-server is not installed: apt-get install redis-server")
     if port is None:
-        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port()
+        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
     with tempfile.TemporaryDirectory(prefix="mnist-serve-redis-") as workdir:
         process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],

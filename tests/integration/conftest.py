@@ -7,7 +7,6 @@ HTTP port is changed, to a free one, so a developer's running app is left alone.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,13 +21,7 @@ from ray import serve
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
 from serve_app.dashboard import DashboardClient, read_auth_token
 from serve_app.local import load_serve_config, local_cluster
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from serve_app.ports import free_port
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from serve_app.config import REPO_ROOT
-
-from .conftest import free_port
+from serve_app.ports import free_port
 
 
 @pytest.mark.slow
