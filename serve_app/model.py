@@ -12,7 +12,6 @@ Model input contract: float32 tensors of shape (N, 1, 28, 28), normalised as
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from torch import nn
 from serve_app.config import MODELS_DIR
 
 NUM_CLASSES = 10
-IMAGE_SHAPE = (1, 28, 28)
 
 
 class MnistCNN(nn.Module):
@@ -112,8 +110,3 @@ def select_device(gpu_ids: list[Any], cuda_available: bool) -> torch.device:
 def model_dir(model_id: str, models_dir: Path = MODELS_DIR) -> Path:
     """Directory of one model in the store."""
     return models_dir / model_id
-
-
-def read_card(model_id: str, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
-    """The machine-readable model card (``card.json``) of one model."""
-    return json.loads((model_dir(model_id, models_dir) / "card.json").read_text())

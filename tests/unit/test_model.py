@@ -11,9 +11,9 @@ from serve_app.model import (
     load_model,
     model_dir,
     predict,
-    read_card,
     select_device,
 )
+from serve_app.store import ModelStore
 from serve_app.transforms import to_model_input
 
 ARTEFACTS = ("model.pt", "model.pt2")
@@ -21,7 +21,7 @@ ARTEFACTS = ("model.pt", "model.pt2")
 
 @pytest.fixture(scope="module")
 def card():
-    return read_card(DEFAULT_MODEL_ID)
+    return ModelStore().card(DEFAULT_MODEL_ID)
 
 
 def test_card_digests_match_the_committed_artefacts(card):

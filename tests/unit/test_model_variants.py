@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from serve_app.config import DEFAULT_MODEL_ID
-from serve_app.model import MnistCNN, count_parameters, load_model, model_dir, predict, read_card
+from serve_app.model import MnistCNN, count_parameters, load_model, model_dir, predict
+from serve_app.store import ModelStore
 from serve_app.train import TrainConfig, background_value, export, parse_args, random_shift, train, write_card
 from serve_app.transforms import apply_pixel_transform, to_model_input
 
@@ -31,7 +32,7 @@ def accuracy(model_id: str, images: np.ndarray, labels: np.ndarray, artefact: st
 
 @pytest.mark.parametrize("model_id", SHIPPED)
 def test_shipped_model_has_both_artefacts_and_a_card_with_their_digests(model_id):
-    card = read_card(model_id)
+    card = ModelStore().card(model_id)
     assert card["model_id"] == model_id
     for name in ARTEFACTS:
         path = model_dir(model_id) / name
@@ -43,7 +44,7 @@ def test_shipped_model_has_both_artefacts_and_a_card_with_their_digests(model_id
 
 
 def test_small_variant_is_smaller_and_still_accurate():
-    small, default = read_card(SMALL_ID), read_card(DEFAULT_MODEL_ID)
+    small, default = ModelStore().card(SMALL_ID), ModelStore().card(DEFAULT_MODEL_ID)
     assert small["train_config"]["width"] == 16
     assert small["train_config"]["hidden"] == 64
     assert small["parameters"] == count_parameters(MnistCNN(width=16, hidden=64))
@@ -53,10 +54,10 @@ def test_small_variant_is_smaller_and_still_accurate():
 
 
 def test_inverted_variant_card_says_what_it_expects():
-    card = read_card(INVERTED_ID)
+    card = ModelStore().card(INVERTED_ID)
     assert card["pixel_transform"] == "invert"
     assert card["train_config"]["pixel_transform"] == "invert"
-    assert card["parameters"] == read_card(DEFAULT_MODEL_ID)["parameters"]
+    assert card["parameters"] == ModelStore().card(DEFAULT_MODEL_ID)["parameters"]
     assert card["test_accuracy"] >= 0.99
     assert "black-on-white" in card["input"]
     assert "`invert`" in (model_dir(INVERTED_ID) / "MODEL_CARD.md").read_text()
