@@ -22,7 +22,9 @@ def build_app(args: AppArgs) -> Application:
     """
     args = AppArgs.model_validate(args) if isinstance(args, dict) else args
     preprocessor = Preprocessor.bind()
-    classifier = Classifier.bind(model_store=args.model_store, max_models_per_replica=args.max_models_per_replica)
+    classifier = Classifier.bind(
+        model_store=args.model_store, max_models_per_replica=args.max_models_per_replica, preload=(args.model_id,)
+    )
     consumer = None
     if args.tasks.enabled:
         from serve_app.consumer import task_consumer_deployment

@@ -3,7 +3,10 @@
 * **Multiplexing.** Models come from the model store (:mod:`serve_app.store`) on demand,
   at most ``max_models_per_replica`` per replica, least recently used evicted first
   (``@serve.multiplexed``). Serve routes a request to a replica that already holds its
-  model (the caller sets ``multiplexed_model_id``).
+  model (the caller sets ``multiplexed_model_id``). Every replica loads the default model
+  while it starts (``preload``): a new replica holds it before its first request, so the
+  routers balance the default model's traffic over all replicas from the start instead of
+  sticking to the first one that happened to load it, and the first request pays no load.
 * **Batching.** Concurrent requests are merged by ``@serve.batch``; its size and wait come
   from ``user_config`` and change live through ``reconfigure()`` (no replica restart).
   A batch may hold requests for several models; each model call is made per model, so a
@@ -47,7 +50,15 @@ _DEFAULT_BATCHING = BatchingConfig()
 class Classifier:
     """Holds up to ``max_models_per_replica`` TorchScript models in memory."""
 
-    def __init__(self, model_store: str | None = None, max_models_per_replica: int = 2) -> None:
+    # Serve awaits an async constructor: the replica reports ready only once the preload is done.
+    async def __init__(  # type: ignore[misc]
+        self,
+        model_store: str | None = None,
+        max_models_per_replica: int = 2,
+        preload: tuple[str, ...] = (),
+    ) -> None:
+        if len(preload) > max_models_per_replica:
+            raise ValueError(f"preload {list(preload)} holds more models than max_models_per_replica")
         self.store = ModelStore(model_store)
         self.device = select_device(ray.get_gpu_ids(), torch.cuda.is_available())
         self.batching = _DEFAULT_BATCHING
@@ -69,6 +80,8 @@ class Classifier:
             self.store.uri,
             max_models_per_replica,
         )
+        for model_id in preload:  # a wrong id fails the replica's start, not a request
+            await self.get_model(self.store.check_id(model_id))
 
     def _load(self, model_id: str) -> torch.nn.Module:
         path = self.store.local_artefact(model_id)

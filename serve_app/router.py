@@ -42,6 +42,11 @@ the deployment's ``record_routing_stats()`` and hands the dict to every router a
    not while an idle known replica would do. A tier whose replicas are all full falls through
    to the next.
 
+Model affinity outranks latency, as the mixin's candidate sets do in Serve's default router: a
+replica that alone holds a model keeps that model's requests until it is full, however slow it
+is. The Classifier therefore preloads the default model on every replica (``preload``), so the
+default model's traffic is ranked by latency over all replicas from their start.
+
 A slow replica left without traffic empties its latency window, reports ``None``, becomes
 unknown and is probed again: slowness is forgotten after the replica's window, not kept forever.
 The replica's window length therefore sets how often a slow replica is re-probed (each probe
