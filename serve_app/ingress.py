@@ -153,6 +153,11 @@ def map_downstream_error(exc: Exception) -> ServeAppError:
 
 #: The Ingress's default batching (its user_config): merge what is queued, never wait.
 INGRESS_BATCHING = BatchingConfig(max_batch_size=16, batch_wait_timeout_s=0.0)
+#: Merged calls one Ingress replica keeps in flight. They are all the Classifier's autoscaler
+#: sees (its ongoing requests count merged calls): at a target of 2 per replica, one Ingress
+#: replica can keep at most 8 / 2 = 4 Classifier replicas busy. Serve requires
+#: max_ongoing_requests >= max_batch_size * this (16 * 8 = 128 <= 200).
+INGRESS_CONCURRENT_BATCHES = 8
 
 
 # Invariant: max_ongoing_requests >= max_batch_size, or a batch can never fill.
@@ -216,7 +221,7 @@ class Ingress:
     @serve.batch(
         max_batch_size=INGRESS_BATCHING.max_batch_size,
         batch_wait_timeout_s=INGRESS_BATCHING.batch_wait_timeout_s,
-        max_concurrent_batches=2,
+        max_concurrent_batches=INGRESS_CONCURRENT_BATCHES,
     )
     async def _classify_batch(self, requests: list[ModelRequest]) -> list[dict[str, Any]]:
         """One graph call per (model, pixel type) among the merged requests; answers in order."""
