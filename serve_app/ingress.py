@@ -37,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
@@ -229,22 +229,51 @@ class Ingress:
         for (model_id, _), indices in group_by_model(requests).items():
             images, sizes = merge(requests, indices)
             self.metrics.batch_size.observe(len(indices), tags={"model": model_id})
-            # The batch runs in its own task: make the merged call in the first request's context,
-            # so it carries that request's id and trace.
-            call = self._call_graph(images, model_id)
-            first = requests[indices[0]].context
-            merged = await (asyncio.create_task(call, context=first) if first is not None else call)
+            merged = await self._merged_call(requests, indices, images, model_id)
             for index, answer in zip(indices, split_answer(merged, sizes), strict=True):
                 answers[index] = answer
         return answers
 
+    async def _merged_call(
+        self, requests: list[ModelRequest], indices: list[int], images: np.ndarray, model_id: str
+    ) -> dict[str, Any]:
+        """The graph call of one merged group, made in the context of one of its requests.
+
+        The batch runs in its own task; the call is made in a request's context so that it
+        carries that request's id and trace. Serve cancels the calls made in a request's context
+        when the request is cancelled (its client went away): the other requests of the group
+        must not pay for that (a CancelledError out of a batch leaves Serve's batch futures
+        unresolved, i.e. their clients hang), so the call is made again in the next request's
+        context. Only a cancellation of the batch task itself (shutdown) propagates.
+        """
+        for attempt, index in enumerate(indices):
+            context = requests[index].context
+            call = self._call_graph(images, model_id)
+            try:
+                return await (asyncio.create_task(call, context=context) if context is not None else call)
+            except (asyncio.CancelledError, RequestCancelledError):
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                logger.info(
+                    "merged call for %d requests cancelled with request %d (its client left); retrying",
+                    len(indices),
+                    attempt + 1,
+                )
+        raise ServiceUnavailableError("every request of this merged call was cancelled")
+
     async def _call_graph(self, pixels: np.ndarray, model_id: str) -> dict[str, Any]:
-        """Pixels -> Preprocessor -> Classifier (one call each), failures mapped to statuses."""
+        """Pixels -> Preprocessor -> Classifier (one call each), failures mapped to statuses.
+
+        A cancellation is not a failure of the graph: it propagates as is (see :meth:`_merged_call`).
+        """
         try:
             # Passing the Preprocessor's response straight on lets Serve hand the tensor
             # to the Classifier without a round trip through this replica.
             normalised = self.preprocessor.run.remote(pixels)
             return await self._classifier_for(model_id).predict.remote(normalised, model_id)
+        except RequestCancelledError:
+            raise
         except Exception as exc:
             raise map_downstream_error(exc) from exc
 

@@ -188,3 +188,39 @@ def test_latency_aware_router_avoids_the_slowed_replica(local_serve, example_dig
     print(f"requests slower than {delay_ms} ms: default router {default_share:.0%}, latency-aware {custom_share:.0%}")
     assert custom_share < default_share
     assert custom_share < 0.15
+
+
+def test_a_client_leaving_does_not_strand_the_requests_merged_with_its_own(local_serve, example_digits):
+    """A and B share one merged graph call made in A's context; A's client leaves mid-call.
+
+    Serve cancels the calls made in A's context; B must still be answered (the Ingress makes
+    the call again in B's context) instead of waiting until its own timeout.
+    """
+    images, labels = example_digits
+    config = copy.deepcopy(local_serve.serve_config)
+    deployment(config, "Ingress")["user_config"] = {"max_batch_size": 16, "batch_wait_timeout_s": 0.3}
+    classifier = deployment(config, "Classifier")
+    classifier["user_config"] = {**(classifier.get("user_config") or {}), "debug_delay_ms": 1500}
+    url = local_serve.base_url + "/predict"
+
+    def leaves_early() -> str:
+        try:
+            requests.post(url, json={"image": images[:1].tolist()}, timeout=(5, 0.8))
+        except requests.exceptions.ReadTimeout:
+            return "left"
+        return "answered"
+
+    def waits() -> tuple[int, float, dict]:
+        time.sleep(0.05)  # after A, inside the Ingress's 0.3 s batch wait: A's context makes the call
+        started = time.monotonic()
+        response = requests.post(url, json={"image": images[1:2].tolist()}, timeout=30)
+        return response.status_code, time.monotonic() - started, response.json()
+
+    with deployed(local_serve, config), ThreadPoolExecutor(max_workers=2) as pool:
+        requests.post(url, json={"image": images[:1].tolist()}, timeout=60).raise_for_status()  # settled
+        first, second = pool.submit(leaves_early), pool.submit(waits)
+        assert first.result() == "left"
+        status, elapsed_s, body = second.result()
+    assert status == 200, body
+    assert body["predicted_label"] == [int(labels[1])]
+    assert elapsed_s < 10, f"B waited {elapsed_s:.1f} s: it was stranded with A's cancelled call"
