@@ -19,6 +19,7 @@ import requests
 
 DEFAULT_DASHBOARD_URL = "http://127.0.0.1:8265"
 APPLICATIONS_PATH = "/api/serve/applications/"
+ACTORS_PATH = "/api/v0/actors"  # Ray's state API
 
 
 class DeployFailedError(RuntimeError):
@@ -64,6 +65,23 @@ class DashboardClient:
         )
         response.raise_for_status()
         return response.json()
+
+    def actor(self, actor_id: str) -> dict[str, Any] | None:
+        """One actor from Ray's state API (``state``, ``pid``, ``num_restarts``...); None when unknown."""
+        response = requests.get(
+            self.url + ACTORS_PATH,
+            params={
+                "detail": "1",
+                "filter_keys": "actor_id",
+                "filter_predicates": "=",
+                "filter_values": actor_id,
+            },
+            headers=self.headers,
+            timeout=self.timeout_s,
+        )
+        response.raise_for_status()
+        actors = ((response.json().get("data") or {}).get("result") or {}).get("result") or []
+        return actors[0] if actors else None
 
     def application_statuses(self) -> dict[str, str]:
         """Application name -> status (DEPLOYING, RUNNING, DEPLOY_FAILED, ...)."""

@@ -3,6 +3,7 @@
     python -m serve_app.local                    # or: mnist-serve
     python -m serve_app.local --config my.yaml --dashboard-port 8266
     python -m serve_app.local --trace            # every request traced, spans written to files
+    python -m serve_app.local --set Classifier.autoscaling_config.min_replicas=2   # a deployment option
 
 Starts a local Ray with its dashboard, then deploys the Serve config the way the
 KubeRay operator deploys a RayService's ``serveConfigV2``: ``PUT
@@ -53,6 +54,39 @@ def load_serve_config(path: Path = SERVE_CONFIG_PATH, http_port: int | None = No
     config = yaml.safe_load(path.read_text())
     if http_port is not None:
         config.setdefault("http_options", {})["port"] = http_port
+    return config
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set deployment options from ``DEPLOYMENT.key.sub=VALUE`` strings (VALUE read as YAML).
+
+    For experiments on the local run (the load-test recipes use it): the file stays the one
+    source of truth, these change one run. A deployment named in no application is an error;
+    the deployment's dict gains the keys it lacks.
+    """
+    for override in overrides:
+        target, separator, raw_value = override.partition("=")
+        deployment_name, _, path = target.partition(".")
+        if not separator or not path:
+            raise ValueError(f"--set wants DEPLOYMENT.key=VALUE (e.g. Classifier.num_replicas=2), got {override!r}")
+        deployments = [
+            deployment
+            for app in config["applications"]
+            for deployment in app.get("deployments") or []
+            if deployment.get("name") == deployment_name
+        ]
+        if not deployments:
+            known = sorted({d["name"] for app in config["applications"] for d in app.get("deployments") or []})
+            raise ValueError(f"--set {override!r}: no deployment {deployment_name!r}; known: {', '.join(known)}")
+        value = yaml.safe_load(raw_value)
+        *parents, leaf = path.split(".")
+        for deployment in deployments:
+            node = deployment
+            for key in parents:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"--set {override!r}: {key} is not a mapping")
+            node[leaf] = value
     return config
 
 
@@ -159,10 +193,16 @@ def spans_dir() -> Path:
     return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve" / "spans"
 
 
-def run(config_path: Path, dashboard_port: int, http_port: int | None, trace: bool = False) -> int:
+def run(
+    config_path: Path,
+    dashboard_port: int,
+    http_port: int | None,
+    trace: bool = False,
+    overrides: list[str] | None = None,
+) -> int:
     """Serve until Ctrl-C or SIGTERM; return the exit code."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    config = load_serve_config(config_path, http_port)
+    config = apply_overrides(load_serve_config(config_path, http_port), overrides or [])
     if trace:
         config["tracing_config"] = LOCAL_TRACING
     print(f"starting a local Ray and deploying {config_path} ...", flush=True)
@@ -185,8 +225,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT)
     parser.add_argument("--http-port", type=int, default=None, help="override the config's http_options.port")
     parser.add_argument("--trace", action="store_true", help="trace every request; spans go to files")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="DEPLOYMENT.KEY=VALUE",
+        help="change a deployment option for this run, e.g. Classifier.autoscaling_config.max_replicas=4 (repeatable)",
+    )
     args = parser.parse_args(argv)
-    sys.exit(run(args.config.resolve(), args.dashboard_port, args.http_port, args.trace))
+    try:
+        apply_overrides(load_serve_config(args.config.resolve()), args.overrides)  # bad --set: usage error
+    except ValueError as error:
+        parser.error(str(error))
+    sys.exit(run(args.config.resolve(), args.dashboard_port, args.http_port, args.trace, args.overrides))
 
 
 if __name__ == "__main__":

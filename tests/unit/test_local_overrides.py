@@ -1,0 +1,44 @@
+"""``python -m serve_app.local --set DEPLOYMENT.key=VALUE``: one run's deployment options."""
+
+import pytest
+
+from serve_app.local import apply_overrides, load_serve_config
+
+
+def classifier(config: dict) -> dict:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == "Classifier")
+
+
+def test_overrides_set_nested_options_as_yaml_values():
+    config = apply_overrides(
+        load_serve_config(),
+        [
+            "Classifier.autoscaling_config.min_replicas=2",
+            "Classifier.ray_actor_options.num_cpus=0.5",
+            "Classifier.user_config.batch_wait_timeout_s=0.01",
+            "Classifier.graceful_shutdown_timeout_s=5",  # a key the file lacks
+        ],
+    )
+    deployment = classifier(config)
+    assert deployment["autoscaling_config"]["min_replicas"] == 2
+    assert (
+        deployment["autoscaling_config"]["max_replicas"]
+        == classifier(load_serve_config())["autoscaling_config"]["max_replicas"]
+    )
+    assert deployment["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0}
+    assert deployment["user_config"]["batch_wait_timeout_s"] == 0.01
+    assert deployment["graceful_shutdown_timeout_s"] == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("Classifier", "DEPLOYMENT.key=VALUE"),
+        ("Classifier=2", "DEPLOYMENT.key=VALUE"),
+        ("Nope.num_replicas=2", "no deployment 'Nope'; known: Classifier, Ingress, Preprocessor, TaskConsumer"),
+        ("Classifier.max_ongoing_requests.x=1", "max_ongoing_requests is not a mapping"),
+    ],
+)
+def test_bad_overrides_name_what_is_wrong(override, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(load_serve_config(), [override])
