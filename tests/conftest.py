@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from serve_app.data import MnistSplit, load_split
 from serve_app.examples import load_examples
 
 TESTS_DIR = Path(__file__).resolve().parent
+# The load tests' helper modules import each other as Locust loads them: from their own directory.
+# Only the pure ones (no ``locust`` import, which would monkey-patch this process) are imported here.
+sys.path.insert(0, str(TESTS_DIR.parent / "loadtests"))
 _MARKER_BY_DIR = {"unit": "unit", "integration": "integration", "chart": "chart", "load": "load", "e2e": "e2e"}
 
 
