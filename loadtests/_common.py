@@ -39,7 +39,7 @@ import gevent
 import numpy as np
 from _report import TimelineRow, plot_timeline, write_json, write_timeline_csv
 from _serve_status import Snapshot, snapshot_from_status, unreachable
-from _verdict import Check, format_checks, verdict_passed
+from _verdict import Check, format_checks, percentile, verdict_passed
 from locust import events
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
@@ -50,6 +50,8 @@ from serve_app.dashboard import DEFAULT_DASHBOARD_URL, DashboardClient, read_aut
 logger = logging.getLogger("mnist-serve.loadtests")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OVERLOAD_STATUSES = frozenset({429, 503})
+#: the timeline's requests/s and percentiles cover the requests finished in the last this many seconds
+RATE_WINDOW_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,17 @@ def _add(parser: Any, name: str, default: Any, help: str, **kwargs: Any) -> None
         help=f"{help} (default: {default})",
         **kwargs,
     )
+
+
+def recent_samples(samples: Sequence[Sample], now: float, window_s: float) -> list[Sample]:
+    """The samples that finished in the ``window_s`` seconds before ``now`` (samples are in time order)."""
+    recent = []
+    for sample in reversed(samples):
+        if sample.at <= now - window_s:
+            break
+        if sample.at <= now:
+            recent.append(sample)
+    return recent
 
 
 def load_digits(source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -240,15 +253,16 @@ class ScenarioRun:
             gevent.sleep(self.option("poll-interval"))
 
     def _row(self, snapshot: Snapshot) -> TimelineRow:
-        total = self.environment.stats.total
         runner = self.environment.runner
+        recent = recent_samples(self.samples, snapshot.at, RATE_WINDOW_S)
+        latencies = [sample.ms for sample in recent if sample.ok]
         return TimelineRow(
             elapsed_s=snapshot.at - (self.started_at or snapshot.at),
             users=runner.user_count if runner is not None else 0,
-            rps=total.current_rps,
-            fails_per_s=total.current_fail_per_sec,
-            p50_ms=total.get_current_response_time_percentile(0.5),
-            p99_ms=total.get_current_response_time_percentile(0.99),
+            rps=len(recent) / RATE_WINDOW_S,
+            fails_per_s=sum(not sample.ok for sample in recent) / RATE_WINDOW_S,
+            p50_ms=percentile(latencies, 50),
+            p99_ms=percentile(latencies, 99),
             replicas=dict(snapshot.running) if snapshot.reachable else None,
         )
 

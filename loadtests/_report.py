@@ -1,8 +1,8 @@
 """The report files of a run: the timeline as CSV and the plot (PNG), next to Locust's CSV stats.
 
 The timeline has one row per poll (``--poll-interval``, 1 s by default): the time since the run
-started, users, requests/s and failures/s, p50/p99 latency (Locust's current values, a sliding
-window of about 10 s) and the RUNNING replicas of every deployment as the dashboard reports them
+started, users, requests/s and failures/s and the p50/p99 latency of the requests finished in the
+last 5 s (0 and empty when none finished), and the RUNNING replicas of every deployment as the dashboard reports them
 (empty when it did not answer).
 """
 

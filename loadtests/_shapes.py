@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 
-def ramp_users(elapsed_s: float, peak: int, ramp_s: float, hold_s: float, tail_s: float) -> int | None:
+def ramp_users(
+    elapsed_s: float, peak: int, ramp_s: float, hold_s: float, tail_s: float, tail_users: int = 1
+) -> int | None:
     """Users wanted ``elapsed_s`` into an autoscaling run; None once it is over.
 
     From 1 user up to ``peak`` over ``ramp_s``, ``hold_s`` at the peak, down to 1 over ``ramp_s``,
-    then ``tail_s`` at 1 user.
+    then ``tail_s`` at ``tail_users`` (0: idle, to watch a scale to zero).
     """
     if elapsed_s < ramp_s:
         return max(1, round(1 + (peak - 1) * elapsed_s / ramp_s))
@@ -16,7 +18,7 @@ def ramp_users(elapsed_s: float, peak: int, ramp_s: float, hold_s: float, tail_s
     if elapsed_s < 2 * ramp_s + hold_s:
         return max(1, round(peak - (peak - 1) * (elapsed_s - ramp_s - hold_s) / ramp_s))
     if elapsed_s < 2 * ramp_s + hold_s + tail_s:
-        return 1
+        return tail_users
     return None
 
 

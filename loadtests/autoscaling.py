@@ -2,8 +2,9 @@ r"""Autoscaling: ramp the users up, hold, ramp down, and watch the Classifier's 
 
 A ``LoadTestShape`` drives the run (``-u``/``-t`` are ignored): from 1 user to ``--peak-users``
 over ``--ramp-s`` seconds, ``--hold-s`` at the peak, back to 1 user over ``--ramp-s``, then
-``--tail-s`` at 1 user (long enough to see the scale-down when the Serve config's
-``downscale_delay_s`` allows). Users POST real digits to ``/predict`` back to back.
+``--tail-s`` at ``--tail-users`` (1; 0 leaves the service idle, to see the scale-down, to zero
+where the Serve config allows it, when ``downscale_delay_s`` is shorter). Users POST real digits
+to ``/predict`` back to back.
 
 Verdict: ``--max-fail-ratio`` (0.01), ``--max-p99-ms`` (5000), ``--min-peak-replicas`` (2: the
 deployment ``--watch-deployment``, Classifier, must reach that many RUNNING replicas) and
@@ -12,9 +13,10 @@ deployment ``--watch-deployment``, Classifier, must reach that many RUNNING repl
 
 Usage (a local run whose Classifier may scale from 0 to 4 on a small machine)::
 
-    python -m serve_app.local --set Classifier.ray_actor_options.num_cpus=0.4 \\
-        --set Classifier.autoscaling_config.max_replicas=4 --set Classifier.autoscaling_config.downscale_delay_s=20
-    locust -f loadtests/autoscaling.py --host http://localhost:8000 --headless --csv results/autoscaling
+    python -m serve_app.local --set Classifier.ray_actor_options.num_cpus=0.3 \\
+        --set Classifier.autoscaling_config.max_replicas=4 --set Classifier.autoscaling_config.downscale_delay_s=20 \\
+        --set Classifier.autoscaling_config.target_ongoing_requests=1
+    locust -f loadtests/autoscaling.py --host http://localhost:8000 --headless --tail-users 0 --csv results/autoscaling
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ RUN = ScenarioRun(
         Option("peak-users", 32, "users at the peak", type=int),
         Option("ramp-s", 60.0, "seconds of each ramp", type=float),
         Option("hold-s", 60.0, "seconds at the peak", type=float),
-        Option("tail-s", 60.0, "seconds at 1 user after the ramp down", type=float),
+        Option("tail-s", 60.0, "seconds at --tail-users after the ramp down", type=float),
+        Option("tail-users", 1, "users after the ramp down (0: idle)", type=int),
         Option("watch-deployment", "Classifier", "the deployment whose replicas the verdict checks"),
     ],
     extra_checks=scaling_checks,
@@ -85,6 +88,7 @@ class RampShape(LoadTestShape):
             RUN.option("ramp-s"),
             RUN.option("hold-s"),
             RUN.option("tail-s"),
+            RUN.option("tail-users"),
         )
         return None if users is None else (users, max(1.0, RUN.option("peak-users") / 10))
 

@@ -81,6 +81,7 @@ def test_ramp_users_rise_hold_fall_and_end():
     assert users[0] == 1 and users[10] == 32 and users[14] == 32
     assert users[:11] == sorted(users[:11]) and users[15:26] == sorted(users[15:26], reverse=True)
     assert users[25] == 1 and users[29] == 1 and users[30] is None
+    assert ramp_users(27, peak=32, ramp_s=10, hold_s=5, tail_s=5, tail_users=0) == 0
 
 
 def test_spike_phases():
