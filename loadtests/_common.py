@@ -40,7 +40,7 @@ import numpy as np
 from _report import TimelineRow, plot_timeline, write_json, write_timeline_csv
 from _serve_status import Snapshot, snapshot_from_status, unreachable
 from _verdict import Check, format_checks, percentile, verdict_passed
-from locust import events
+from locust import HttpUser, events
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
@@ -390,3 +390,17 @@ def post_digits(
             return False
         response.success()
         return True
+
+
+class DigitsUser(HttpUser):
+    """Base of the scenarios' users: requests back to back, a random generator of its own.
+
+    Abstract: a scenario subclasses it and adds its ``@task``.
+    """
+
+    abstract = True
+    wait_time = staticmethod(lambda: 0)
+
+    def on_start(self) -> None:
+        """A random generator per user (which digits, which model)."""
+        self.rng = np.random.default_rng()

@@ -156,11 +156,13 @@ def _kill(pid: int) -> None:
 # --- Kubernetes --------------------------------------------------------------------------------
 
 
-def pod_selector(release: str, node_type: str, group: str | None = None) -> dict[str, str]:
-    """Labels of the release's Ray pods of one node type (and worker group)."""
-    if node_type not in ("head", "worker"):
-        raise ValueError(f"node_type is head or worker, got {node_type!r}")
-    selector = {INSTANCE_LABEL: release, NODE_TYPE_LABEL: node_type}
+def pod_selector(release: str, node_type: str | None = None, group: str | None = None) -> dict[str, str]:
+    """Labels of the release's Ray pods of one node type (and worker group); None: every pod of the release."""
+    if node_type not in (None, "head", "worker"):
+        raise ValueError(f"node_type is head, worker or None, got {node_type!r}")
+    selector = {INSTANCE_LABEL: release}
+    if node_type:
+        selector[NODE_TYPE_LABEL] = node_type
     if group:
         selector[GROUP_LABEL] = group
     return selector

@@ -19,10 +19,9 @@ import time
 from collections import Counter
 
 import gevent
-import numpy as np
-from _common import Option, ScenarioRun, Threshold, prediction_problem
+from _common import DigitsUser, Option, ScenarioRun, Threshold, prediction_problem
 from _verdict import Check, percentile
-from locust import HttpUser, events, task
+from locust import events, task
 
 END_TO_END = "end-to-end"
 #: how the run's tasks ended: succeeded, failed, invalid (a wrong result), error (polling failed), lost
@@ -75,14 +74,8 @@ def reset_outcomes(**_) -> None:
     OUTCOMES.clear()
 
 
-class AsyncUser(HttpUser):
+class AsyncUser(DigitsUser):
     """Submits a task, polls it to the end, and reports the end-to-end time."""
-
-    wait_time = staticmethod(lambda: 0)
-
-    def on_start(self) -> None:
-        """A random generator per user."""
-        self.rng = np.random.default_rng()
 
     @task
     def submit_and_wait(self) -> None:

@@ -21,11 +21,10 @@ Usage (a local run whose Classifier may scale from 0 to 4 on a small machine)::
 
 from __future__ import annotations
 
-import numpy as np
-from _common import Option, ScenarioRun, Threshold, post_digits
+from _common import DigitsUser, Option, ScenarioRun, Threshold, post_digits
 from _shapes import ramp_users
 from _verdict import Check
-from locust import HttpUser, LoadTestShape, task
+from locust import LoadTestShape, task
 
 
 def scaling_checks(run: ScenarioRun) -> list[Check]:
@@ -93,14 +92,8 @@ class RampShape(LoadTestShape):
         return None if users is None else (users, max(1.0, RUN.option("peak-users") / 10))
 
 
-class AutoscalingUser(HttpUser):
+class AutoscalingUser(DigitsUser):
     """POSTs one real digit to /predict, back to back."""
-
-    wait_time = staticmethod(lambda: 0)
-
-    def on_start(self) -> None:
-        """A random generator per user."""
-        self.rng = np.random.default_rng()
 
     @task
     def classify(self) -> None:

@@ -43,12 +43,11 @@ import math
 import time
 
 import gevent
-import numpy as np
-from _common import Option, ScenarioRun, Threshold, post_digits
+from _common import DigitsUser, Option, ScenarioRun, Threshold, post_digits
 from _faults import KUBERNETES_TARGETS, LOCAL_TARGETS, Fault, FaultInjectionError, KubernetesInjector, LocalInjector
 from _serve_status import Snapshot, at_full_strength
 from _verdict import Check, fault_windows
-from locust import HttpUser, events, task
+from locust import events, task
 
 logger = logging.getLogger("mnist-serve.loadtests")
 
@@ -208,14 +207,8 @@ def start_faults(environment, **_) -> None:
     gevent.spawn(inject_on_schedule, environment)
 
 
-class SteadyUser(HttpUser):
+class SteadyUser(DigitsUser):
     """POSTs one real digit to /predict, back to back."""
-
-    wait_time = staticmethod(lambda: 0)
-
-    def on_start(self) -> None:
-        """A random generator per user."""
-        self.rng = np.random.default_rng()
 
     @task
     def classify(self) -> None:

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import requests
-from _common import Option, ScenarioRun, Threshold, post_digits
+from _common import DigitsUser, Option, ScenarioRun, Threshold, post_digits
 from _verdict import Check, zipf_weights
-from locust import HttpUser, events, task
+from locust import events, task
 
 UNKNOWN_MODEL = "no-such-model"
 
@@ -78,14 +77,8 @@ def list_models(environment, **_) -> None:
     INVERTED.update(model["model_id"] for model in listed if model["pixel_transform"] == "invert")
 
 
-class MultiplexUser(HttpUser):
+class MultiplexUser(DigitsUser):
     """POSTs a real digit for a Zipf-chosen model; now and then for an unknown one."""
-
-    wait_time = staticmethod(lambda: 0)
-
-    def on_start(self) -> None:
-        """A random generator per user."""
-        self.rng = np.random.default_rng()
 
     @task
     def classify(self) -> None:

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from _common import OVERLOAD_STATUSES, Option, ScenarioRun, Threshold, post_digits
+from _common import OVERLOAD_STATUSES, DigitsUser, Option, ScenarioRun, Threshold, post_digits
 from _shapes import spike_phase
 from _verdict import Check, recovery_after
-from locust import HttpUser, LoadTestShape, task
+from locust import LoadTestShape, task
 
 
 def spike_figures(run: ScenarioRun) -> dict:
@@ -119,14 +118,8 @@ class SpikeShape(LoadTestShape):
         return users, float(max(RUN.option("spike-users"), 1))
 
 
-class SpikeUser(HttpUser):
+class SpikeUser(DigitsUser):
     """POSTs one real digit to /predict, back to back."""
-
-    wait_time = staticmethod(lambda: 0)
-
-    def on_start(self) -> None:
-        """A random generator per user."""
-        self.rng = np.random.default_rng()
 
     @task
     def classify(self) -> None:

@@ -14,9 +14,8 @@ Usage::
 
 from __future__ import annotations
 
-import numpy as np
-from _common import Option, ScenarioRun, Threshold, post_digits
-from locust import HttpUser, task
+from _common import DigitsUser, Option, ScenarioRun, Threshold, post_digits
+from locust import task
 
 RUN = ScenarioRun(
     "steady",
@@ -32,16 +31,12 @@ RUN = ScenarioRun(
 )
 
 
-class SteadyUser(HttpUser):
+class SteadyUser(DigitsUser):
     """POSTs real digits to /predict, one request after another."""
 
     def wait_time(self) -> float:
         """The pause between a user's requests, seconds."""
         return RUN.option("think-ms") / 1000
-
-    def on_start(self) -> None:
-        """A random generator per user."""
-        self.rng = np.random.default_rng()
 
     @task
     def classify(self) -> None:

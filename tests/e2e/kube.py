@@ -28,6 +28,16 @@ from typing import Any, TypeVar
 import requests
 import yaml
 
+# Pod selection is the fault injector's own (loadtests/_faults.py; tests/conftest.py puts
+# loadtests/ on the path): the suite deletes and waits for pods the way the load tests do.
+from _faults import GROUP_LABEL as GROUP_LABEL
+from _faults import INSTANCE_LABEL as INSTANCE_LABEL
+from _faults import NODE_TYPE_LABEL as NODE_TYPE_LABEL
+from _faults import is_ready as is_ready
+from _faults import matches as matches
+from _faults import pod_selector as pod_selector
+from _faults import selector_string as selector_string
+
 from serve_app.config import REPO_ROOT
 from serve_app.ports import free_port
 
@@ -36,9 +46,6 @@ CI_DIR = CHART_DIR / "ci"
 DIGITS_DIR = REPO_ROOT / "examples" / "digits"
 FAULT_LOCUSTFILE = REPO_ROOT / "loadtests" / "fault_injection.py"
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"  # the chart's, on every Ray pod
-NODE_TYPE_LABEL = "ray.io/node-type"  # KubeRay's: head or worker
-GROUP_LABEL = "ray.io/group"  # KubeRay's: the worker group's name
 SERVE_LABEL = "ray.io/serve"  # KubeRay's: "true" on pods the serve Service selects
 GPU_RESOURCE = "nvidia.com/gpu"
 RAY_GROUP, RAY_VERSION = "ray.io", "v1"
@@ -47,40 +54,6 @@ T = TypeVar("T")
 
 
 # --- pods and Services ------------------------------------------------------------------------
-
-
-def pod_selector(release: str, node_type: str | None = None, group: str | None = None) -> dict[str, str]:
-    """Labels of a release's Ray pods: all of them, or one node type (``head``/``worker``) and group."""
-    if node_type not in (None, "head", "worker"):
-        raise ValueError(f"node_type is head, worker or None, got {node_type!r}")
-    selector = {INSTANCE_LABEL: release}
-    if node_type:
-        selector[NODE_TYPE_LABEL] = node_type
-    if group:
-        selector[GROUP_LABEL] = group
-    return selector
-
-
-def selector_string(selector: Mapping[str, str]) -> str:
-    """A label selector for the API and kubectl: ``key=value,...`` (sorted)."""
-    return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
-
-
-def matches(labels: Mapping[str, str] | None, selector: Mapping[str, str]) -> bool:
-    """Whether ``labels`` carry every ``key=value`` of ``selector``, as the API server decides."""
-    labels = labels or {}
-    return all(labels.get(key) == value for key, value in selector.items())
-
-
-def is_ready(pod: Mapping[str, Any]) -> bool:
-    """A pod that runs, is not being deleted, and whose ``Ready`` condition is True."""
-    metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
-    conditions = status.get("conditions") or []
-    return (
-        status.get("phase") == "Running"
-        and not metadata.get("deletionTimestamp")
-        and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    )
 
 
 def select_pods(pods: Iterable[Mapping[str, Any]], selector: Mapping[str, str], ready_only: bool = False) -> list[str]:
