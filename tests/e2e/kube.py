@@ -294,7 +294,7 @@ class Fault:
 
 @dataclass(frozen=True)
 class FaultReport:
-    """The ``<prefix>_faults.json`` of a fault-injection run."""
+    """The fault part of a fault-injection run's ``<prefix>_verdict.json``."""
 
     faults: tuple[Fault, ...]
     requests: int
@@ -361,20 +361,16 @@ def parse_fault_report(document: Mapping[str, Any]) -> FaultReport:
 
 
 def read_fault_report(path: Path) -> FaultReport:
-    """Read ``<prefix>_faults.json``."""
+    """Read a fault-injection run's ``<prefix>_verdict.json``."""
     return parse_fault_report(json.loads(path.read_text()))
 
 
 def fault_report_path(prefix: Path) -> Path | None:
-    """The report a fault-injection run left at ``prefix``: ``_faults.json``, else its ``_verdict.json``.
-
-    Both carry the same fields (``faults``, ``requests``, ``failures``, ``verdict``); None when neither exists.
+    """The verdict a fault-injection run left at ``prefix`` (``faults``, ``requests``, ``failures``,
+    ``verdict`` among its fields); None when the run left none.
     """
-    for suffix in ("_faults.json", "_verdict.json"):
-        path = Path(f"{prefix}{suffix}")
-        if path.is_file():
-            return path
-    return None
+    path = Path(f"{prefix}_verdict.json")
+    return path if path.is_file() else None
 
 
 def one_fault_interval(run_time_s: int, fault_start_s: int = 10) -> int:
@@ -401,7 +397,7 @@ def fault_command(
     interval_s: int = 15,
     locustfile: Path = FAULT_LOCUSTFILE,
 ) -> list[str]:
-    """The Locust fault-injection run against a release (its report: ``<csv_prefix>_faults.json``)."""
+    """The Locust fault-injection run against a release (its report: ``<csv_prefix>_verdict.json``)."""
     if target not in ("worker-pod", "head-pod"):
         raise ValueError(f"target is worker-pod or head-pod, got {target!r}")
     return [

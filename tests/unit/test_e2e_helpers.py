@@ -96,7 +96,7 @@ def fault_document(**changes: object) -> dict:
 
 
 def test_fault_reports_are_read_and_summarised(tmp_path):
-    path = tmp_path / "run_faults.json"
+    path = tmp_path / "run_verdict.json"
     path.write_text(json.dumps(fault_document()))
     report = read_fault_report(path)
     assert [f.recovery_s for f in report.faults] == [31.2, None]
@@ -107,14 +107,12 @@ def test_fault_reports_are_read_and_summarised(tmp_path):
     assert not parse_fault_report(fault_document(faults=[])).recovered  # no fault injected is no recovery
 
 
-def test_the_report_is_found_under_either_name(tmp_path):
+def test_the_report_is_the_runs_verdict(tmp_path):
     prefix = tmp_path / "fault"
     assert fault_report_path(prefix) is None
     Path(f"{prefix}_verdict.json").write_text(json.dumps({**fault_document(), "scenario": "fault-injection"}))
     assert fault_report_path(prefix) == Path(f"{prefix}_verdict.json")
     assert read_fault_report(fault_report_path(prefix)).requests == 1000  # extra fields are fine
-    Path(f"{prefix}_faults.json").write_text(json.dumps(fault_document()))
-    assert fault_report_path(prefix) == Path(f"{prefix}_faults.json")
 
 
 @pytest.mark.parametrize("run_time_s", [60, 120, 240, 600])
