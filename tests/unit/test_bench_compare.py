@@ -1,0 +1,236 @@
+import json
+import math
+import os
+
+import pytest
+
+from bench.compare import (
+    DEFAULT_CONCURRENCY,
+    VARIANTS,
+    Point,
+    entry_port,
+    environment,
+    evaluate_targets,
+    expected_labels,
+    expects_direct_ingress,
+    format_ratio,
+    format_table,
+    format_targets,
+    higher_of,
+    parse_args,
+    parse_variant,
+    ratio,
+    request_body,
+    time_raw_model,
+    with_pythonpath,
+)
+from bench.wrk import WrkResult
+
+
+def _point(server, digits, concurrency, requests, variant="default", non_2xx=0, errors=0, seconds=10.0):
+    result = WrkResult(
+        connections=concurrency,
+        requests=requests,
+        seconds=seconds,
+        p50_ms=5.0,
+        p90_ms=8.0,
+        p99_ms=20.0,
+        max_ms=30.0,
+        errors=errors,
+        non_2xx=non_2xx,
+    )
+    return Point(server, variant, digits, result)
+
+
+# --- arguments ---------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_issue_s_grid():
+    args = parse_args([])
+    assert args.servers == ["graph", "tutorial", "fastapi"]
+    assert args.digits == [1, 64]
+    assert args.concurrency == list(DEFAULT_CONCURRENCY) == [1, 8, 32, 64]
+    assert args.duration == 8
+    assert [v.name for v in args.variants] == ["default"] and args.variants[0].env == {}
+    assert str(args.plot) == "docs/figures/compare.png" and args.json is None
+
+
+def test_quick_is_short_unless_a_duration_is_given():
+    assert parse_args(["--quick"]).duration == 2
+    assert parse_args(["--quick", "--duration", "5"]).duration == 5
+    assert parse_args(["--duration", "3"]).duration == 3
+
+
+def test_variants_presets_and_custom_environments():
+    args = parse_args(["--servers", "graph", "--variant", "default", "--variant", "haproxy", "--variant", "A_B=1,C=x"])
+    assert [v.name for v in args.variants] == ["default", "haproxy", "A_B=1,C=x"]
+    assert args.variants[1].env == {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    assert args.variants[2].env == {"A_B": "1", "C": "x"}
+    assert parse_variant("direct-ingress").env == {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+    assert set(VARIANTS) >= {"default", "direct-ingress", "haproxy"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--concurrency", "0"],
+        ["--digits", "-1"],
+        ["--duration", "0"],
+        ["--servers", "nginx"],
+        ["--variant", "no-such-preset"],
+        ["--variant", "=1"],
+        ["--variant", "haproxy", "--variant", "haproxy"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+
+
+# --- figures, ratios, table --------------------------------------------------------------------------
+
+
+def test_throughput_counts_2xx_answers_and_images():
+    point = _point("graph", 64, 8, requests=110, non_2xx=10, errors=3)
+    assert point.ok_per_s == pytest.approx(10.0)
+    assert point.images_per_s == pytest.approx(640.0)
+    assert point.errors == 13
+    assert point.label == "(a) whole graph"
+    assert _point("graph", 1, 1, 1, variant="haproxy").label == "(a) whole graph, haproxy"
+
+
+def test_raw_model_figure_is_the_higher_timing():
+    assert higher_of({1: 3000.0, 64: 4000.0}, {1: 3500.0, 64: 2000.0}) == {1: 3500.0, 64: 4000.0}
+
+
+def test_raw_model_timing_keeps_the_best_run():
+    runs = iter([100.0, 300.0, 200.0, 50.0, 40.0, 60.0])
+    calls = []
+
+    def timer(batch, seconds):
+        calls.append((batch, seconds))
+        return next(runs)
+
+    assert time_raw_model(timer, [1, 64], repeats=3, seconds=0.5) == {1: 300.0, 64: 60.0}
+    assert calls == [(1, 0.5)] * 3 + [(64, 0.5)] * 3
+
+
+def test_ratio_edges():
+    assert ratio(3, 2) == 1.5
+    assert ratio(1, 0) == math.inf
+    assert ratio(0, 0) is None
+    assert (format_ratio(1.5), format_ratio(math.inf), format_ratio(None)) == ("1.50x", "inf", "-")
+
+
+def test_table_ratios_are_to_b_and_c_at_the_same_digits_and_concurrency():
+    points = [
+        _point("graph", 1, 32, 1000),
+        _point("tutorial", 1, 32, 500),
+        _point("fastapi", 1, 32, 4000),
+        _point("graph", 64, 32, 100),
+    ]
+    table = format_table(points, {1: 4000.0, 64: 12800.0})
+    lines = table.splitlines()
+    assert lines[0].startswith("| server | digits/request | concurrency | req/s | images/s | p50 ms | p99 ms | errors")
+    assert "| (a) whole graph | 1 | 32 | 100 | 100 | 5.0 | 20.0 | 0 | 2.00x | 0.25x | 2.5% |" in lines
+    assert (
+        "| (b) tutorial app, max_ongoing_requests 5 | 1 | 32 | 50 | 50 | 5.0 | 20.0 | 0 | - | 0.12x | 1.2% |" in lines
+    )
+    assert "| (c) FastAPI/uvicorn | 1 | 32 | 400 | 400 | 5.0 | 20.0 | 0 | 8.00x | - | 10.0% |" in lines
+    # no (b) or (c) at 64 digits: no ratio; 10 req/s x 64 = 640 images/s = 5 % of the raw model
+    assert "| (a) whole graph | 64 | 32 | 10 | 640 | 5.0 | 20.0 | 0 | - | - | 5.0% |" in lines
+    assert "| raw model in-process, batch 64 | 64 | - | - | 12,800 | - | - | - | - | - | - |" in lines
+
+
+# --- targets -----------------------------------------------------------------------------------------
+
+
+def _targets(graph_rps_1, graph_rps_64, variant="default"):
+    points = [
+        _point("graph", 1, 32, graph_rps_1 * 10, variant=variant),
+        _point("tutorial", 1, 32, 1000),
+        _point("fastapi", 1, 32, 4000),
+        _point("graph", 64, 8, graph_rps_64 * 10, variant=variant),
+        _point("graph", 64, 32, graph_rps_64 * 5, variant=variant),
+    ]
+    return {t.name: t for t in evaluate_targets(points, {64: 6400.0})}
+
+
+def test_targets_pass_at_their_thresholds():
+    targets = _targets(graph_rps_1=100, graph_rps_64=50)  # 100 vs (b) 100, (c) 400; best 50 x 64 = 3200
+    assert [t.verdict for t in targets.values()] == ["PASS", "PASS", "PASS"]
+    bulk = targets["64 digits: >= 50% of the raw model at batch 64"]
+    assert bulk.measured == pytest.approx(0.5)
+    assert "concurrency 8" in bulk.detail  # the best of the measured concurrencies
+
+
+def test_targets_fail_below_their_thresholds():
+    targets = _targets(graph_rps_1=99, graph_rps_64=49)
+    assert [t.verdict for t in targets.values()] == ["FAIL", "FAIL", "FAIL"]
+    assert targets["1 digit, concurrency 32: >= 25% of (c)"].measured == pytest.approx(99 / 400)
+
+
+def test_targets_without_figures_are_not_applicable():
+    targets = evaluate_targets([_point("graph", 1, 1, 100, variant="direct-ingress")], {})
+    assert [t.verdict for t in targets] == ["n/a", "n/a", "n/a"]
+    assert {t.variant for t in targets} == {"direct-ingress"}
+    text = format_targets(targets)
+    assert text.splitlines()[0].startswith("n/a   (a) whole graph, direct-ingress, 1 digit, concurrency 32")
+
+
+def test_each_graph_variant_gets_its_own_targets():
+    points = [_point("graph", 1, 32, 10, variant=v) for v in ("default", "haproxy")] + [_point("tutorial", 1, 32, 10)]
+    targets = evaluate_targets(points, {})
+    assert [t.variant for t in targets] == ["default"] * 3 + ["haproxy"] * 3
+    assert targets[0].verdict == "PASS"
+    assert "PASS  (a) whole graph, 1 digit, concurrency 32: >= 1.0x (b): 1.00x" in format_targets(targets)
+
+
+# --- bodies, Serve's entry point, environment -------------------------------------------------------
+
+
+def test_bodies_cycle_the_real_digits():
+    digits = [[[i] * 28] * 28 for i in range(10)]
+    body = json.loads(request_body(64, digits))
+    assert len(body["image"]) == 64 and body["image"][13] == digits[3]
+    assert expected_labels(12, list(range(10))) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def _group(app_name, port, protocol="HTTP"):
+    target = {"ip": "192.0.2.2", "port": port, "instance_id": "", "name": "x"}
+    return {"protocol": protocol, "route_prefix": "/", "app_name": app_name, "targets": [target]}
+
+
+def test_entry_port_prefers_the_app_s_own_targets():
+    # direct ingress: the app's group points at the Ingress replica's port
+    assert entry_port({"target_groups": [_group("", 8000), _group("mnist", 30001)]}, "mnist") == 30001
+    # proxy (or HAProxy): one group for every app, app name empty
+    assert entry_port({"target_groups": [_group("", 8000), _group("", 9000, "gRPC")]}, "mnist") == 8000
+    assert entry_port({"target_groups": [_group("other", 30002)]}, "mnist") is None
+    assert entry_port({"target_groups": [{**_group("mnist", 1), "targets": []}]}, "mnist") is None
+    assert entry_port({}, "mnist") is None
+    # before the replica's port is allocated, only the proxies are listed
+    assert entry_port({"target_groups": [_group("", 8000)]}, "mnist", proxies=False) is None
+
+
+def test_which_environments_serve_from_the_replica_s_own_port():
+    assert expects_direct_ingress(VARIANTS["direct-ingress"])
+    assert expects_direct_ingress(VARIANTS["throughput-optimized"])
+    assert not expects_direct_ingress(VARIANTS["default"])
+    assert not expects_direct_ingress(VARIANTS["haproxy"])  # HAProxy on the proxy port, in front of the replica
+    assert not expects_direct_ingress({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"})
+    assert not expects_direct_ingress({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "true"})  # Serve reads only "1"
+
+
+def test_pythonpath_puts_the_root_first_once():
+    assert with_pythonpath(None, "/repo") == "/repo"
+    assert with_pythonpath(f"/a{os.pathsep}/repo", "/repo") == f"/repo{os.pathsep}/a"
+
+
+def test_environment_is_restored(monkeypatch):
+    monkeypatch.setenv("BENCH_COMPARE_KEPT", "before")
+    monkeypatch.delenv("BENCH_COMPARE_NEW", raising=False)
+    with environment({"BENCH_COMPARE_KEPT": "during", "BENCH_COMPARE_NEW": "1"}):
+        assert os.environ["BENCH_COMPARE_KEPT"] == "during" and os.environ["BENCH_COMPARE_NEW"] == "1"
+    assert os.environ["BENCH_COMPARE_KEPT"] == "before"
+    assert "BENCH_COMPARE_NEW" not in os.environ
