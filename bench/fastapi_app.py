@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from bench.baselines import classify, error_answer, load_served_model
 from serve_app.config import REPO_ROOT
 from serve_app.errors import MalformedBodyError, ServeAppError
+from serve_app.processes import stop_process
 
 FACTORY = "bench.fastapi_app:create_app"
 
@@ -96,9 +97,4 @@ def fastapi_server(port: int, timeout_s: float = 60) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

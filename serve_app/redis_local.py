@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from serve_app.ports import free_port
+from serve_app.processes import stop_process
 
 DEFAULT_PORT = 6390
 
@@ -46,8 +47,4 @@ def local_redis(port: int | None = None, timeout_s: float = 10) -> Iterator[str]
                 time.sleep(0.05)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)

@@ -40,6 +40,7 @@ from _faults import selector_string as selector_string
 
 from serve_app.config import REPO_ROOT
 from serve_app.ports import free_port
+from serve_app.processes import stop_process
 
 CHART_DIR = REPO_ROOT / "charts" / "mnist-serve"
 CI_DIR = CHART_DIR / "ci"
@@ -717,13 +718,8 @@ class PortForward:
 
     def _terminate(self) -> None:
         process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, timeout_s=5)
 
     def __enter__(self) -> PortForward:
         self._thread = threading.Thread(target=self._supervise, name="port-forward", daemon=True)
