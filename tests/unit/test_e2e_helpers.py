@@ -303,6 +303,16 @@ def test_port_forward_that_never_listens_fails_with_kubectls_words(tmp_path):
 # --- load loop -----------------------------------------------------------------------------------
 
 
+def _write_json(handler: BaseHTTPRequestHandler, status: int, body: object) -> None:
+    """Answer a stand-in server's request with ``body`` as JSON."""
+    payload = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 class _Predictor(BaseHTTPRequestHandler):
     mode = "ok"
 
@@ -313,12 +323,7 @@ class _Predictor(BaseHTTPRequestHandler):
             "busy": (503, {"detail": "saturated"}),
             "wrong": (200, {"predicted_label": [1]}),
         }[type(self).mode]
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        _write_json(self, status, body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -368,12 +373,10 @@ def test_load_loop_records_connection_errors():
 
 class _ApiServer(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        payload = json.dumps(VERSION if self.path.startswith("/version") else {"kind": "Status", "code": 404}).encode()
-        self.send_response(200 if self.path.startswith("/version") else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        if self.path.startswith("/version"):
+            _write_json(self, 200, VERSION)
+        else:
+            _write_json(self, 404, {"kind": "Status", "code": 404})
 
     def log_message(self, *args: object) -> None:
         pass
