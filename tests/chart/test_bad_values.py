@@ -33,6 +33,7 @@ SCHEMA_CASES = [
     ({"rayVersion": "latest"}, "/rayVersion"),
     ({"serve": {"classifier": {"autoscaling": {"policy": "magic"}}}}, "/serve/classifier/autoscaling/policy"),
     ({"serve": {"classifier": {"router": {"type": "random"}}}}, "/serve/classifier/router/type"),
+    ({"serve": {"httpEntry": "nginx"}}, "/serve/httpEntry"),
     (
         {
             "serve": {

@@ -33,6 +33,7 @@ class LocalServe:
     serve_config: dict
     metrics_url: str
     session_dir: Path
+    http_entry: str  # haproxy or proxy (serve_app.http_entry)
 
     def scrape(self, name: str, **labels: str) -> float:
         """Sum of the samples of one metric (e.g. ``ray_mnist_requests_total``) matching ``labels``."""
@@ -125,7 +126,12 @@ def local_serve() -> Iterator[LocalServe]:
         assert read_auth_token(), "Ray 2.60 turns token auth on for a local cluster; no token found"
         session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
         yield LocalServe(
-            cluster.http_url, cluster.dashboard, config, f"http://127.0.0.1:{metrics_port}/metrics", session_dir
+            cluster.http_url,
+            cluster.dashboard,
+            config,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            session_dir,
+            cluster.http_entry,
         )
 
 

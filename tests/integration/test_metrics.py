@@ -9,14 +9,18 @@ import numpy as np
 
 def test_request_and_digit_counters_count_exactly(local_serve, example_digits):
     images, labels = example_digits
+    # Serve's own counter comes from its Python proxy (route: the FastAPI route) or from HAProxy's
+    # request log (route: the application's route prefix).
+    serve_route = "/" if local_serve.http_entry == "haproxy" else "/predict"
     # (metric, labels, expected increase)
     counters = [
         ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "200"}, 7),
         ("ray_mnist_requests_total", {"model": "mnist-cnn", "outcome": "422"}, 2),
         ("ray_mnist_predicted_digit_total", {"model": "mnist-cnn", "digit": "7"}, 21),
-        ("ray_serve_num_http_requests_total", {"route": "/predict", "status_code": "200"}, 7),
+        ("ray_serve_num_http_requests_total", {"application": "mnist", "route": serve_route, "status_code": "200"}, 7),
     ]
-    local_serve.settled(counters[0][0], **counters[0][1])  # everything earlier is exported now
+    for name, tags, _ in (counters[0], counters[-1]):
+        local_serve.settled(name, **tags)  # everything earlier is exported now
     before = [local_serve.scrape(name, **tags) for name, tags, _ in counters]
 
     sevens = images[labels == 7]

@@ -9,7 +9,6 @@ from bench.compare import (
     VARIANTS,
     Point,
     entry_port,
-    environment,
     evaluate_targets,
     expected_labels,
     expects_direct_ingress,
@@ -52,6 +51,7 @@ def test_defaults_are_the_issue_s_grid():
     assert args.concurrency == list(DEFAULT_CONCURRENCY) == [1, 8, 32, 64]
     assert args.duration == 8
     assert [v.name for v in args.variants] == ["default"] and args.variants[0].env == {}
+    assert args.variants[0].http_entry is None  # the project's default entry
     assert str(args.plot) == "docs/figures/compare.png" and args.json is None
 
 
@@ -61,13 +61,21 @@ def test_quick_is_short_unless_a_duration_is_given():
     assert parse_args(["--duration", "3"]).duration == 3
 
 
-def test_variants_presets_and_custom_environments():
-    args = parse_args(["--servers", "graph", "--variant", "default", "--variant", "haproxy", "--variant", "A_B=1,C=x"])
-    assert [v.name for v in args.variants] == ["default", "haproxy", "A_B=1,C=x"]
-    assert args.variants[1].env == {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+def test_variants_presets_and_custom_environments(monkeypatch):
+    monkeypatch.delenv("MNIST_SERVE_HTTP_ENTRY", raising=False)
+    args = parse_args(["--servers", "graph", "--variant", "proxy", "--variant", "haproxy", "--variant", "A_B=1,C=x"])
+    assert [v.name for v in args.variants] == ["proxy", "haproxy", "A_B=1,C=x"]
+    assert [v.http_entry for v in args.variants] == ["proxy", "haproxy", None]
+    assert args.variants[0].ray_env() == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+    assert args.variants[1].ray_env() == {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
     assert args.variants[2].env == {"A_B": "1", "C": "x"}
-    assert parse_variant("direct-ingress").env == {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
-    assert set(VARIANTS) >= {"default", "direct-ingress", "haproxy"}
+    assert args.variants[2].ray_env() == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "A_B": "1", "C": "x"}
+    # a variant's own variables win over its entry's
+    assert parse_variant("direct-ingress").ray_env() == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    }
+    assert set(VARIANTS) >= {"default", "proxy", "haproxy", "direct-ingress"}
 
 
 @pytest.mark.parametrize(
@@ -133,9 +141,8 @@ def test_table_ratios_are_to_b_and_c_at_the_same_digits_and_concurrency():
     lines = table.splitlines()
     assert lines[0].startswith("| server | digits/request | concurrency | req/s | images/s | p50 ms | p99 ms | errors")
     assert "| (a) whole graph | 1 | 32 | 100 | 100 | 5.0 | 20.0 | 0 | 2.00x | 0.25x | 2.5% |" in lines
-    assert (
-        "| (b) tutorial app, max_ongoing_requests 5 | 1 | 32 | 50 | 50 | 5.0 | 20.0 | 0 | - | 0.12x | 1.2% |" in lines
-    )
+    tutorial = "| (b) tutorial app: Serve's proxy, max_ongoing_requests 5 |"
+    assert f"{tutorial} 1 | 32 | 50 | 50 | 5.0 | 20.0 | 0 | - | 0.12x | 1.2% |" in lines
     assert "| (c) FastAPI/uvicorn | 1 | 32 | 400 | 400 | 5.0 | 20.0 | 0 | 8.00x | - | 10.0% |" in lines
     # no (b) or (c) at 64 digits: no ratio; 10 req/s x 64 = 640 images/s = 5 % of the raw model
     assert "| (a) whole graph | 64 | 32 | 10 | 640 | 5.0 | 20.0 | 0 | - | - | 5.0% |" in lines
@@ -214,10 +221,12 @@ def test_entry_port_prefers_the_app_s_own_targets():
 
 
 def test_which_environments_serve_from_the_replica_s_own_port():
-    assert expects_direct_ingress(VARIANTS["direct-ingress"])
-    assert expects_direct_ingress(VARIANTS["throughput-optimized"])
-    assert not expects_direct_ingress(VARIANTS["default"])
-    assert not expects_direct_ingress(VARIANTS["haproxy"])  # HAProxy on the proxy port, in front of the replica
+    assert expects_direct_ingress(parse_variant("direct-ingress").ray_env())
+    assert not expects_direct_ingress(parse_variant("proxy").ray_env())
+    # HAProxy on the proxy port, in front of the replica
+    assert not expects_direct_ingress(parse_variant("haproxy").ray_env())
+    assert not expects_direct_ingress(parse_variant("throughput-optimized").ray_env())
+    assert expects_direct_ingress({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
     assert not expects_direct_ingress({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"})
     assert not expects_direct_ingress({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "true"})  # Serve reads only "1"
 
@@ -225,12 +234,3 @@ def test_which_environments_serve_from_the_replica_s_own_port():
 def test_pythonpath_puts_the_root_first_once():
     assert with_pythonpath(None, "/repo") == "/repo"
     assert with_pythonpath(f"/a{os.pathsep}/repo", "/repo") == f"/repo{os.pathsep}/a"
-
-
-def test_environment_is_restored(monkeypatch):
-    monkeypatch.setenv("BENCH_COMPARE_KEPT", "before")
-    monkeypatch.delenv("BENCH_COMPARE_NEW", raising=False)
-    with environment({"BENCH_COMPARE_KEPT": "during", "BENCH_COMPARE_NEW": "1"}):
-        assert os.environ["BENCH_COMPARE_KEPT"] == "during" and os.environ["BENCH_COMPARE_NEW"] == "1"
-    assert os.environ["BENCH_COMPARE_KEPT"] == "before"
-    assert "BENCH_COMPARE_NEW" not in os.environ

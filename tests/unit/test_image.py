@@ -39,3 +39,15 @@ def test_image_bakes_in_what_the_serve_config_imports():
         assert f"COPY --chown=ray:users {path} /home/ray/app/{path}" in text
     assert "ENV PYTHONPATH=/home/ray/app" in text
     assert "USER 1000" in text
+
+
+HAPROXY_CHECK = 'python -c "from ray.serve._private.haproxy import get_haproxy_binary; print(get_haproxy_binary())"'
+
+
+def test_image_build_fails_without_the_haproxy_the_default_entry_needs():
+    assert f"RUN {HAPROXY_CHECK}" in DOCKERFILE.read_text()
+    # the same check passes here, with the ray[serve] that pyproject.toml pins
+    command = HAPROXY_CHECK.removeprefix("python -c ").strip('"')
+    result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).name == "haproxy"

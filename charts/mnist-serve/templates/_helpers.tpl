@@ -171,9 +171,17 @@ spec:
         - name: metrics
           containerPort: 8080
       {{- $tracing := and $root.Values.tracing.enabled $root.Values.tracing.otlpEndpoint }}
-      {{- if or $tracing $root.Values.asyncInference.enabled }}
       env:
-      {{- end }}
+        # serve.httpEntry, read by Serve when its processes start (serve_app/http_entry.py has the same table).
+        {{- if eq $root.Values.serve.httpEntry "haproxy" }}
+        - name: RAY_SERVE_ENABLE_HA_PROXY
+          value: "1"
+        {{- else }}
+        - name: RAY_SERVE_ENABLE_HA_PROXY
+          value: "0"
+        - name: RAY_SERVE_ENABLE_DIRECT_INGRESS
+          value: "0"
+        {{- end }}
       {{- if $root.Values.asyncInference.enabled }}
         # Redis for asynchronous inference, read by serve_app.tasks; the password never enters the Serve config.
         - name: MNIST_SERVE_REDIS_PASSWORD

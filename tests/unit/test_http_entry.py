@@ -1,0 +1,54 @@
+"""The HTTP entry choice: which variables reach Ray, per-run HAProxy files and ports, the environment helper."""
+
+import os
+
+import pytest
+
+from serve_app.http_entry import (
+    DEFAULT_HTTP_ENTRY,
+    HTTP_ENTRIES,
+    check_http_entry,
+    default_http_entry,
+    environment,
+    ray_environment,
+)
+
+
+def test_haproxy_is_the_default_and_the_environment_can_pick_the_proxy(monkeypatch):
+    monkeypatch.delenv("MNIST_SERVE_HTTP_ENTRY", raising=False)
+    assert DEFAULT_HTTP_ENTRY == "haproxy" == default_http_entry()
+    monkeypatch.setenv("MNIST_SERVE_HTTP_ENTRY", "proxy")
+    assert default_http_entry() == "proxy"
+    monkeypatch.setenv("MNIST_SERVE_HTTP_ENTRY", "nginx")
+    with pytest.raises(ValueError, match="unknown HTTP entry 'nginx'; choose one of haproxy, proxy"):
+        default_http_entry()
+
+
+def test_unknown_entries_are_refused():
+    assert [check_http_entry(entry) for entry in HTTP_ENTRIES] == list(HTTP_ENTRIES)
+    with pytest.raises(ValueError, match="unknown HTTP entry"):
+        ray_environment("direct", 1, 2)
+
+
+def test_haproxy_gets_its_own_stats_and_metrics_ports():
+    assert ray_environment("haproxy", 18404, 19101) == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_STATS_PORT": "18404",
+        "RAY_SERVE_HAPROXY_METRICS_PORT": "19101",
+    }
+
+
+def test_the_proxy_turns_both_of_serve_s_switches_off_explicitly():
+    assert ray_environment("proxy", 1, 2) == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    }
+
+
+def test_environment_is_restored(monkeypatch):
+    monkeypatch.setenv("MNIST_SERVE_KEPT", "before")
+    monkeypatch.delenv("MNIST_SERVE_NEW", raising=False)
+    with environment({"MNIST_SERVE_KEPT": "during", "MNIST_SERVE_NEW": "1"}):
+        assert os.environ["MNIST_SERVE_KEPT"] == "during" and os.environ["MNIST_SERVE_NEW"] == "1"
+    assert os.environ["MNIST_SERVE_KEPT"] == "before"
+    assert "MNIST_SERVE_NEW" not in os.environ
