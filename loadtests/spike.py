@@ -2,8 +2,9 @@
 
 A ``LoadTestShape`` runs ``--baseline-users`` for ``--baseline-s``, jumps to ``--spike-users``
 (all spawned at once) for ``--spike-s``, and drops back to the baseline for ``--recover-s``.
-Every user POSTs real digits back to back. Past capacity Serve answers 503 (the proxy's and the
-Ingress's back-pressure) or 429; those are failures in Locust's stats, named "overloaded".
+Every user POSTs real digits back to back. Past capacity Serve answers 503 (its back-pressure at
+the Ingress, or the Ingress's own when the Classifier's queue is full) or 429; those are failures
+in Locust's stats, named "overloaded".
 
 Verdict:
 

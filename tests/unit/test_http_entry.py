@@ -52,3 +52,35 @@ def test_environment_is_restored(monkeypatch):
         assert os.environ["MNIST_SERVE_KEPT"] == "during" and os.environ["MNIST_SERVE_NEW"] == "1"
     assert os.environ["MNIST_SERVE_KEPT"] == "before"
     assert "MNIST_SERVE_NEW" not in os.environ
+
+
+def test_the_local_command_passes_the_chosen_entry_to_the_run(monkeypatch):
+    from serve_app import local
+
+    calls = []
+    monkeypatch.setattr(local, "run", lambda *args: calls.append(args) or 0)
+    for argv, entry in (([], None), (["--http-entry", "proxy"], "proxy"), (["--http-entry", "haproxy"], "haproxy")):
+        with pytest.raises(SystemExit) as exited:
+            local.main(argv)
+        assert exited.value.code == 0 and calls[-1][-1] == entry
+    with pytest.raises(SystemExit) as exited:
+        local.main(["--http-entry", "nginx"])
+    assert exited.value.code == 2  # argparse: invalid choice
+
+
+def test_local_cluster_sets_the_entry_s_variables_only_while_ray_runs(monkeypatch):
+    """local_cluster's environment as Ray would inherit it (the deploy stubbed): the entry's, then restored."""
+    from serve_app import local
+
+    seen = {}
+
+    def fake_deployed(serve_config, dashboard_port, log_to_driver, timeout_s, http_entry, ray_init_kwargs):
+        seen.update({key: os.environ.get(key) for key in ("RAY_SERVE_ENABLE_HA_PROXY", "EXTRA")}, entry=http_entry)
+        yield "cluster"
+
+    monkeypatch.setattr(local, "_deployed", fake_deployed)
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    with local.local_cluster({"applications": []}, http_entry="proxy", ray_env={"EXTRA": "1"}) as cluster:
+        assert cluster == "cluster"
+    assert seen == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "EXTRA": "1", "entry": "proxy"}
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ and "EXTRA" not in os.environ
