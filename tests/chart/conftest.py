@@ -60,6 +60,11 @@ def serve_config_of(rendered: Rendered) -> dict[str, Any]:
     return yaml.safe_load(rayservice_of(rendered)["spec"]["serveConfigV2"])
 
 
+def ray_container_env(template: dict[str, Any]) -> dict[str, str]:
+    """A pod template's Ray container's plain environment variables (KubeRay: the first container)."""
+    return {item["name"]: item["value"] for item in template["spec"]["containers"][0].get("env", []) if "value" in item}
+
+
 def notes_of(rendered: Rendered) -> str:
     """The rendered NOTES.txt."""
     return next(objects[0]["notes"] for path, objects in rendered.items() if path.endswith("NOTES.txt"))

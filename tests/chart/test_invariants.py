@@ -9,7 +9,7 @@ import yaml
 
 from serve_app.http_entry import DEFAULT_HTTP_ENTRY, ENTRY_VARIABLES, HTTP_ENTRIES
 
-from .conftest import CHART_DIR, rayservice_of, render_chart, scenario_values, serve_config_of
+from .conftest import CHART_DIR, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
 
 #: Serve's switches between its proxy, HAProxy and direct ingress.
 SERVE_SWITCHES = {"RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
@@ -195,16 +195,11 @@ def test_notes_are_a_runbook():
         assert step in notes
 
 
-def _ray_env(template: dict) -> dict[str, str]:
-    """The Ray container's plain environment variables (KubeRay: the first container)."""
-    return {item["name"]: item["value"] for item in template["spec"]["containers"][0].get("env", []) if "value" in item}
-
-
 @pytest.mark.parametrize("entry", HTTP_ENTRIES)
 def test_every_ray_pod_gets_the_http_entry_s_variables(render, entry):
     templates = pod_templates(rayservice_of(render({"serve": {"httpEntry": entry}})))
     for template in templates:
-        env = _ray_env(template)
+        env = ray_container_env(template)
         serve_switches = {key: value for key, value in env.items() if key in SERVE_SWITCHES}
         # the same table as the local run's (serve_app.http_entry), on the head and every worker group
         assert serve_switches == ENTRY_VARIABLES[entry]
@@ -215,5 +210,6 @@ def test_the_chart_s_default_entry_is_the_local_default(scenario):
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     assert values["serve"]["httpEntry"] == DEFAULT_HTTP_ENTRY
     entry = scenario_values(name).get("serve", {}).get("httpEntry", DEFAULT_HTTP_ENTRY)
+    expected = ENTRY_VARIABLES[entry]["RAY_SERVE_ENABLE_HA_PROXY"]
     for template in pod_templates(rayservice_of(rendered)):
-        assert _ray_env(template)["RAY_SERVE_ENABLE_HA_PROXY"] == ENTRY_VARIABLES[entry]["RAY_SERVE_ENABLE_HA_PROXY"]
+        assert ray_container_env(template)["RAY_SERVE_ENABLE_HA_PROXY"] == expected

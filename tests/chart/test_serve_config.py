@@ -12,7 +12,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from serve_app.config import SERVE_CONFIG_PATH, AppArgs, BatchingConfig
 
-from .conftest import CHART_DIR, rayservice_of, render_chart, scenario_values, serve_config_of
+from .conftest import CHART_DIR, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
 
 #: The only keys the chart may set per deployment (and tracing_config at the top); everything
 #: else comes from the file.
@@ -105,8 +105,7 @@ def test_tracing_is_off_by_default_and_exports_over_otlp_when_asked():
         "sampling_ratio": 0.1,
         "exporter_import_path": "serve_app.tracing:otlp_span_processors",
     }
-    head = rayservice_of(rendered)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    env = {item["name"]: item["value"] for item in head["env"]}
+    env = ray_container_env(rayservice_of(rendered)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"])
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
     assert env["RAY_SERVE_TRACING_SAMPLING_RATIO"] == "0.1"
     files_only = serve_config_of(render_chart({"tracing": {"enabled": True}}))["tracing_config"]
