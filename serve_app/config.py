@@ -50,6 +50,10 @@ class AppArgs(BaseModel):
     )
 
 
+#: Images per model call on the Classifier; measured best on a CPU (``python -m bench.model_batch``).
+DEFAULT_MAX_IMAGES_PER_MODEL_CALL = 128
+
+
 class ClassifierUserConfig(BaseModel):
     """The Classifier's whole ``user_config``: batching, plus a test-only slowdown."""
 
@@ -57,6 +61,13 @@ class ClassifierUserConfig(BaseModel):
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests merged into one model call")
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1, description="longest wait for a batch to fill, in seconds")
+    max_images_per_model_call: int = Field(
+        DEFAULT_MAX_IMAGES_PER_MODEL_CALL,
+        ge=1,
+        le=65_536,
+        description="a merged batch of more images runs as several model calls of at most this many images "
+        "(CPU caches; bench.model_batch)",
+    )
     debug_delay_ms: float = Field(
         0.0,
         ge=0,

@@ -15,6 +15,10 @@ SCHEMA_CASES = [
     ({"serve": {"classifier": {"numGpus": -0.5}}}, "/serve/classifier/numGpus"),
     ({"serve": {"classifier": {"batching": {"maxBatchSize": 0}}}}, "/serve/classifier/batching/maxBatchSize"),
     (
+        {"serve": {"classifier": {"batching": {"maxImagesPerModelCall": 0}}}},
+        "/serve/classifier/batching/maxImagesPerModelCall",
+    ),
+    (
         {"serve": {"classifier": {"autoscaling": {"lookBackPeriodS": 5}}}},
         "/serve/classifier/autoscaling/lookBackPeriodS",
     ),

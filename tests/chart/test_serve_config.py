@@ -10,7 +10,12 @@ import shutil
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.config import SERVE_CONFIG_PATH, AppArgs, BatchingConfig
+from serve_app.config import (
+    DEFAULT_MAX_IMAGES_PER_MODEL_CALL,
+    SERVE_CONFIG_PATH,
+    AppArgs,
+    ClassifierUserConfig,
+)
 
 from .conftest import CHART_DIR, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
 
@@ -72,7 +77,15 @@ def test_app_args_and_user_config_validate_against_the_apps_own_models(scenario)
     (app,) = serve_config_of(rendered)["applications"]
     AppArgs.model_validate(app["args"])
     (classifier,) = [d for d in app["deployments"] if d["name"] == "Classifier"]
-    BatchingConfig.model_validate(classifier["user_config"])
+    ClassifierUserConfig.model_validate(classifier["user_config"])
+
+
+def test_images_per_model_call_default_is_one_number_in_code_file_and_chart():
+    (file_app,) = yaml.safe_load(SERVE_CONFIG_PATH.read_text())["applications"]
+    (rendered_app,) = serve_config_of(render_chart({}))["applications"]
+    for app in (file_app, rendered_app):
+        (classifier,) = [d for d in app["deployments"] if d["name"] == "Classifier"]
+        assert classifier["user_config"]["max_images_per_model_call"] == DEFAULT_MAX_IMAGES_PER_MODEL_CALL
 
 
 def test_values_reach_the_serve_config():
@@ -82,7 +95,7 @@ def test_values_reach_the_serve_config():
             "classifier": {
                 "numGpus": 0.5,
                 "numReplicas": 3,
-                "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0.01},
+                "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0.01, "maxImagesPerModelCall": 64},
                 "maxOngoingRequests": 16,
             },
         },
@@ -93,7 +106,11 @@ def test_values_reach_the_serve_config():
     assert app["args"]["max_batch_images"] == 64
     assert classifier["num_replicas"] == 3
     assert classifier["ray_actor_options"]["num_gpus"] == 0.5
-    assert classifier["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
+    assert classifier["user_config"] == {
+        "max_batch_size": 8,
+        "batch_wait_timeout_s": 0.01,
+        "max_images_per_model_call": 64,
+    }
     assert classifier["max_ongoing_requests"] == 16
 
 

@@ -4,7 +4,7 @@ The operator converts serveConfigV2 to JSON and PUTs it to the dashboard's
 /api/serve/applications/ with `x-ray-authorization: Bearer <token>`, then polls
 GET ...?api_type=declarative until every application is RUNNING. This test does the same
 with the cpu-only scenario, classifies real digits, then changes only user_config (the
-batch size) in values and PUTs again while requests keep flowing.
+batch size and the images per model call) in values and PUTs again while requests keep flowing.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ def rendered_serve_config(values: dict) -> dict:
     return serve_config_of(render_chart(values))
 
 
-def classifier_batch_sizes() -> set[int]:
-    """max_batch_size in force on every running Classifier replica (one answer per call, several calls)."""
+def classifier_batching() -> set[tuple[int, int]]:
+    """(max_batch_size, max_images_per_model_call) in force on the Classifier replicas (several calls)."""
     handle = serve.get_deployment_handle("Classifier", APP_NAME)
-    return {handle.batching_config.remote().result()["max_batch_size"] for _ in range(8)}
+    answers = (handle.batching_config.remote().result() for _ in range(8))
+    return {(answer["max_batch_size"], answer["max_images_per_model_call"]) for answer in answers}
 
 
 class Traffic:
@@ -73,26 +74,31 @@ def test_rendered_serve_config_deploys_serves_and_reconfigures_live(local_serve,
         assert deployed["Classifier"]["target_num_replicas"] == 2
         response = local_serve.post("/predict", json={"image": images.tolist()})
         assert response.json()["predicted_label"] == labels.tolist()
-        assert classifier_batch_sizes() == {16}
+        assert classifier_batching() == {(16, 128)}
         pids_before = local_serve.replica_pids()
 
         values.setdefault("serve", {}).setdefault("classifier", {})["batching"] = {
             "maxBatchSize": 4,
             "batchWaitTimeoutS": 0.002,
+            "maxImagesPerModelCall": 32,
         }
         reconfigured = rendered_serve_config(values)
         changed = [d for d in reconfigured["applications"][0]["deployments"] if d["name"] == "Classifier"]
-        assert changed[0]["user_config"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.002}
+        assert changed[0]["user_config"] == {
+            "max_batch_size": 4,
+            "batch_wait_timeout_s": 0.002,
+            "max_images_per_model_call": 32,
+        }
 
         with Traffic(local_serve, images, labels) as traffic:
             time.sleep(2)
             local_serve.dashboard.deploy(reconfigured)
             local_serve.dashboard.wait_until_running([APP_NAME], timeout_s=300)
             deadline = time.monotonic() + 60
-            while classifier_batch_sizes() != {4} and time.monotonic() < deadline:
+            while classifier_batching() != {(4, 32)} and time.monotonic() < deadline:
                 time.sleep(0.5)
             time.sleep(2)
-        assert classifier_batch_sizes() == {4}
+        assert classifier_batching() == {(4, 32)}
         assert traffic.failures == []
         assert traffic.ok > 20
         # user_config changes are applied in place: no replica was restarted.

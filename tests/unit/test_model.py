@@ -61,6 +61,34 @@ def test_batch_of_one_and_large_batches_work():
         assert predict(model, torch.zeros(n, 1, 28, 28)).labels.shape == (n,)
 
 
+@pytest.mark.parametrize("max_images_per_call", [1, 7, 128, 500])
+def test_split_model_calls_give_the_same_answer(mnist_test, max_images_per_call):
+    model = load_model(model_dir(DEFAULT_MODEL_ID) / "model.pt")
+    inputs = to_model_input(mnist_test.images[:300, None])
+    whole = predict(model, inputs)
+    split = predict(model, inputs, max_images_per_call)
+    np.testing.assert_array_equal(split.labels, whole.labels)
+    np.testing.assert_allclose(split.probabilities, whole.probabilities, atol=1e-5)
+
+
+def test_split_model_calls_call_the_model_per_chunk():
+    sizes: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            sizes.append(images.shape[0])
+            return torch.zeros(images.shape[0], 10)
+
+    assert predict(Recording(), torch.zeros(300, 1, 28, 28), 128).labels.shape == (300,)
+    assert sizes == [128, 128, 44]
+
+
+def test_split_size_below_one_is_refused():
+    model = load_model(model_dir(DEFAULT_MODEL_ID) / "model.pt")
+    with pytest.raises(ValueError, match="max_images_per_call must be >= 1"):
+        predict(model, torch.zeros(2, 1, 28, 28), 0)
+
+
 def test_missing_artefact_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model artefact not found"):
         load_model(tmp_path / "model.pt")

@@ -54,6 +54,9 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- $_ := set $actorOptions "num_cpus" $values.numCpus }}
 {{- if hasKey $values "batching" }}
 {{- $_ := set $deployment "user_config" (dict "max_batch_size" (int $values.batching.maxBatchSize) "batch_wait_timeout_s" $values.batching.batchWaitTimeoutS) }}
+{{- if hasKey $values.batching "maxImagesPerModelCall" }}
+{{- $_ := set $deployment.user_config "max_images_per_model_call" (int $values.batching.maxImagesPerModelCall) }}
+{{- end }}
 {{- end }}
 {{- if eq $deployment.name "Classifier" }}
 {{- $_ := set $actorOptions "num_gpus" $values.numGpus }}
