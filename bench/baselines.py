@@ -3,7 +3,8 @@
 Both references serve the artefact the whole graph serves (``models/mnist-cnn/model.pt``, TorchScript,
 loaded by :func:`serve_app.model.load_model`) and take the graph's JSON contract on ``POST /predict``:
 ``{"image": [...], "pixel_scale": "auto"}`` in, ``{"predicted_label": [...], "probabilities": [...],
-"model_id": ...}`` out. Validation and normalisation are the project's own
+"model_id": ...}`` out; (c) also takes the ``.npy`` body of bulk clients (``application/x-npy``),
+as the graph does. Validation and normalisation are the project's own
 (:func:`serve_app.inputs.decode_payload`, :func:`serve_app.transforms.to_model_input`), so the three
 servers differ only in how a request reaches the model:
 
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.errors import ServeAppError
-from serve_app.inputs import decode_payload
+from serve_app.inputs import decode_npy_body, decode_payload
 from serve_app.model import load_model, model_dir, predict
 from serve_app.transforms import to_model_input
 
@@ -38,7 +40,17 @@ def load_served_model(path: str | None = None) -> torch.nn.Module:
 
 def classify(model: torch.nn.Module, payload: Any, max_images: int = MAX_IMAGES) -> dict[str, Any]:
     """A parsed JSON body -> the graph's answer; :class:`~serve_app.errors.ServeAppError` for a bad body."""
-    result = predict(model, to_model_input(decode_payload(payload, max_images)))
+    return classify_pixels(model, decode_payload(payload, max_images))
+
+
+def classify_npy(model: torch.nn.Module, body: bytes, max_images: int = MAX_IMAGES) -> dict[str, Any]:
+    """A ``numpy.save()`` body -> the graph's answer; :class:`~serve_app.errors.ServeAppError` for a bad body."""
+    return classify_pixels(model, decode_npy_body(body, max_images=max_images))
+
+
+def classify_pixels(model: torch.nn.Module, pixels: np.ndarray) -> dict[str, Any]:
+    """Validated (N, 1, 28, 28) pixels -> the graph's answer (labels, probabilities, model id)."""
+    result = predict(model, to_model_input(pixels))
     return {
         "predicted_label": result.labels.tolist(),
         "probabilities": result.probabilities.tolist(),

@@ -8,7 +8,7 @@ r"""The whole graph against the tutorial's one-deployment app and a plain FastAP
     python -m bench.compare --json /tmp/compare.json --plot /tmp/compare.png
 
 Starts, one after another on this machine (never two at once), and drives each with wrk
-(``POST /predict``, real MNIST test digits, the same JSON bodies):
+(``POST /predict``, real MNIST test digits, the same bodies):
 
 * **(a)** ``graph``: the project's whole graph from the one Serve config, on a local Ray, exactly as
   ``bench.graph`` starts it (Ingress -> Preprocessor -> Classifier, with the TaskConsumer and its
@@ -21,6 +21,10 @@ Starts, one after another on this machine (never two at once), and drives each w
   builds it, Serve's defaults: its Python proxy, ``max_ongoing_requests`` 5 (:mod:`bench.tutorial_app`);
 * **(c)** ``fastapi``: plain FastAPI under uvicorn, one worker, no Ray (:mod:`bench.fastapi_app`).
 
+Requests of more than one digit are sent twice (``--encodings``): as JSON pixel lists, and as the
+``numpy.save()`` bytes of the uint8 batch (``Content-Type: application/x-npy``, the compact body for
+bulk clients) to (a) and (c); the tutorial's app (b) takes JSON only.
+
 Each server answers one real request per body first (the labels are checked), then a 2 s warm-up,
 then ``--duration`` seconds per concurrency level. The raw model is timed in this process at batch 1
 and 64, before the servers and after them (best of 3 runs each: this machine's noise only ever
@@ -32,6 +36,7 @@ the figures.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -45,6 +50,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import requests
 
 from bench.wrk import WrkResult
@@ -73,6 +79,11 @@ VARIANTS: dict[str, tuple[str | None, dict[str, str]]] = {
     "throughput-optimized": ("haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
 }
 DEFAULT_DIGITS = (1, 64)
+#: Request body encodings (``--encodings``): JSON pixel lists, or ``numpy.save()`` bytes. The
+#: ``.npy`` body is the compact body for bulk clients: it is sent only with more than one digit,
+#: and only to the servers that accept it (the tutorial's app takes JSON only).
+ENCODINGS = {"json": "application/json", "npy": "application/x-npy"}
+NPY_SERVERS = ("graph", "fastapi")
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_DURATION_S = 8
 QUICK_DURATION_S = 2
@@ -120,12 +131,14 @@ class Point:
     variant: str
     digits: int
     result: WrkResult
+    encoding: str = "json"
 
     @property
     def label(self) -> str:
-        """The server's name in the table."""
+        """The server's name in the table (with the variant, and the body when it is not JSON)."""
         base = SERVER_LABELS.get(self.server, self.server)
-        return base if self.variant == "default" else f"{base}, {self.variant}"
+        label = base if self.variant == "default" else f"{base}, {self.variant}"
+        return label if self.encoding == "json" else f"{label}, .{self.encoding} body"
 
     @property
     def concurrency(self) -> int:
@@ -176,20 +189,26 @@ def format_ratio(value: float | None) -> str:
 
 
 def find_point(
-    points: Sequence[Point], server: str, digits: int, concurrency: int, variant: str = "default"
+    points: Sequence[Point],
+    server: str,
+    digits: int,
+    concurrency: int,
+    variant: str = "default",
+    encoding: str = "json",
 ) -> Point | None:
-    """The point of one server (and variant) at one body size and concurrency, if measured."""
+    """The point of one server (and variant) at one body size, encoding and concurrency, if measured."""
+    wanted = (server, variant, digits, concurrency, encoding)
     for point in points:
-        if (point.server, point.variant, point.digits, point.concurrency) == (server, variant, digits, concurrency):
+        if (point.server, point.variant, point.digits, point.concurrency, point.encoding) == wanted:
             return point
     return None
 
 
 def ratio_to(points: Sequence[Point], point: Point, server: str) -> float | None:
-    """``point``'s images/s over ``server``'s (default variant) at the same digits and concurrency."""
+    """``point``'s images/s over ``server``'s (default variant) at the same digits, body and concurrency."""
     if point.server == server:
         return None
-    other = find_point(points, server, point.digits, point.concurrency)
+    other = find_point(points, server, point.digits, point.concurrency, encoding=point.encoding)
     return ratio(point.images_per_s, other.images_per_s) if other else None
 
 
@@ -238,7 +257,7 @@ def evaluate_targets(points: Sequence[Point], raw: Mapping[int, float]) -> list[
 
     * single digit at concurrency 32: the graph >= 1.0x (b) and >= 25 % of (c) (images/s, 2xx only);
     * 64-digit requests: the graph's best images/s over the measured concurrencies >= 50 % of the
-      raw model's in-process images/s at batch 64.
+      raw model's in-process images/s at batch 64, once per body encoding measured.
     """
     targets: list[Target] = []
     variants = list(dict.fromkeys(p.variant for p in points if p.server == "graph"))
@@ -254,18 +273,22 @@ def evaluate_targets(points: Sequence[Point], raw: Mapping[int, float]) -> list[
             )
             targets.append(Target(variant, f"1 digit, concurrency 32: {wording}", measured, threshold, detail))
         bulk = [p for p in points if p.server == "graph" and p.variant == variant and p.digits == RAW_BATCH]
-        best = max(bulk, key=lambda p: p.images_per_s, default=None)
-        if best is not None and RAW_BATCH in raw:
-            measured = ratio(best.images_per_s, raw[RAW_BATCH])
-            detail = (
-                f"best {best.images_per_s:,.0f} images/s (concurrency {best.concurrency}) vs raw {raw[RAW_BATCH]:,.0f}"
-            )
-        else:
-            measured, detail = None, "not measured"
-        targets.append(
-            Target(variant, f"{RAW_BATCH} digits: >= 50% of the raw model at batch {RAW_BATCH}", measured, 0.5, detail)
-        )
+        for encoding in dict.fromkeys(["json", *(p.encoding for p in bulk)]):
+            targets.append(bulk_target(variant, encoding, [p for p in bulk if p.encoding == encoding], raw))
     return targets
+
+
+def bulk_target(variant: str, encoding: str, bulk: Sequence[Point], raw: Mapping[int, float]) -> Target:
+    """64-digit requests in one encoding: the best images/s over the concurrencies vs the raw model's."""
+    best = max(bulk, key=lambda p: p.images_per_s, default=None)
+    if best is not None and RAW_BATCH in raw:
+        measured: float | None = ratio(best.images_per_s, raw[RAW_BATCH])
+        detail = f"best {best.images_per_s:,.0f} images/s (concurrency {best.concurrency}) vs raw {raw[RAW_BATCH]:,.0f}"
+    else:
+        measured, detail = None, "not measured"
+    body = "JSON" if encoding == "json" else f".{encoding}"
+    name = f"{RAW_BATCH} digits, {body} body: >= 50% of the raw model at batch {RAW_BATCH}"
+    return Target(variant, name, measured, 0.5, detail)
 
 
 def format_targets(targets: Sequence[Target]) -> str:
@@ -277,9 +300,36 @@ def format_targets(targets: Sequence[Target]) -> str:
     return "\n".join(lines)
 
 
-def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]]) -> bytes:
-    """``{"image": [...]}`` with ``digits`` real digits (the ten shipped ones, cycled), as JSON bytes."""
-    return json.dumps({"image": [examples[i % len(examples)] for i in range(digits)]}).encode()
+def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]], encoding: str = "json") -> bytes:
+    """A body of ``digits`` real digits (the ten shipped ones, cycled).
+
+    ``{"image": [...]}`` as JSON bytes, or the uint8 (N, 28, 28) array as ``numpy.save()`` bytes
+    (``encoding="npy"``).
+    """
+    images = [examples[i % len(examples)] for i in range(digits)]
+    if encoding == "npy":
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(images, dtype=np.uint8), allow_pickle=False)
+        return buffer.getvalue()
+    if encoding != "json":
+        raise ValueError(f"unknown body encoding {encoding!r}; expected one of {list(ENCODINGS)}")
+    return json.dumps({"image": images}).encode()
+
+
+#: One request body: its bytes, its encoding and the true labels of its digits.
+Body = tuple[bytes, str, list[int]]
+
+
+def request_bodies(
+    digits: Sequence[int], encodings: Sequence[str], examples: Sequence[Sequence[Sequence[int]]], labels: Sequence[int]
+) -> dict[tuple[int, str], Body]:
+    """Every (digits, encoding) body: JSON always, the other encodings for more than one digit (bulk)."""
+    return {
+        (count, encoding): (request_body(count, examples, encoding), encoding, expected_labels(count, labels))
+        for count in digits
+        for encoding in encodings
+        if encoding == "json" or count > 1
+    }
 
 
 def expected_labels(digits: int, labels: Sequence[int]) -> list[int]:
@@ -345,6 +395,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(DEFAULT_DIGITS),
         help="digits per request (one body each)",
     )
+    parser.add_argument(
+        "--encodings",
+        nargs="+",
+        choices=list(ENCODINGS),
+        default=list(ENCODINGS),
+        help="request bodies: JSON, and numpy.save() bytes for requests of more than one digit (graph and FastAPI)",
+    )
     parser.add_argument("--concurrency", nargs="+", type=_positive_int, default=list(DEFAULT_CONCURRENCY))
     parser.add_argument(
         "--duration", type=_positive_int, default=None, help=f"seconds per point (default {DEFAULT_DURATION_S})"
@@ -378,9 +435,11 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def check_answer(url: str, body: bytes, labels: list[int], timeout_s: float = 120) -> None:
+def check_answer(
+    url: str, body: bytes, labels: list[int], timeout_s: float = 120, content_type: str = "application/json"
+) -> None:
     """One request; its labels must be the digits' true labels (the first one may wait for a replica)."""
-    response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=timeout_s)
+    response = requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=timeout_s)
     response.raise_for_status()
     answer = response.json()
     if answer["predicted_label"] != labels or len(answer["probabilities"]) != len(labels):
@@ -391,19 +450,23 @@ def measure(
     server: str,
     variant: str,
     url: str,
-    bodies: Mapping[int, tuple[bytes, list[int]]],
+    bodies: Mapping[tuple[int, str], Body],
     concurrency: Sequence[int],
     duration_s: int,
 ) -> list[Point]:
-    """Check, warm up and drive one server with every body at every concurrency."""
+    """Check, warm up and drive one server with every body it accepts at every concurrency."""
     from bench.wrk import run_wrk
 
     points = []
-    for digits, (body, labels) in bodies.items():
-        check_answer(url, body, labels)
-        run_wrk(url, body, connections=8, duration_s=2)  # warm-up
+    for (digits, encoding), (body, _, labels) in bodies.items():
+        if encoding != "json" and server not in NPY_SERVERS:
+            continue
+        content_type = ENCODINGS[encoding]
+        check_answer(url, body, labels, content_type=content_type)
+        run_wrk(url, body, connections=8, duration_s=2, content_type=content_type)  # warm-up
         for connections in concurrency:
-            point = Point(server, variant, digits, run_wrk(url, body, connections=connections, duration_s=duration_s))
+            result = run_wrk(url, body, connections=connections, duration_s=duration_s, content_type=content_type)
+            point = Point(server, variant, digits, result, encoding)
             _log(
                 f"  {point.label}: {digits} digit{'' if digits == 1 else 's'}, c={connections}: "
                 f"{point.ok_per_s:,.0f} req/s, p50 {point.result.p50_ms:.1f} ms, {point.errors} errors"
@@ -542,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     require_wrk()
     images, labels = load_examples()
     examples = images.tolist()
-    bodies = {d: (request_body(d, examples), expected_labels(d, labels.tolist())) for d in args.digits}
+    bodies = request_bodies(args.digits, args.encodings, examples, labels.tolist())
     machine = machine_description()
     batches = sorted({1, RAW_BATCH, *args.digits})
     _log("timing the raw model in-process ...")
@@ -605,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "server": p.server,
                             "variant": p.variant,
                             "digits": p.digits,
+                            "encoding": p.encoding,
                             **asdict(p.result),
                             "ok_per_s": p.ok_per_s,
                             "images_per_s": p.images_per_s,

@@ -4,8 +4,8 @@
 
 One process, one worker: the request is parsed, validated, normalised and classified on uvicorn's
 event loop, with the project's own code (:mod:`bench.baselines`). ``POST /predict`` (and ``POST /``,
-the tutorial's path) answer exactly as the graph does. :func:`fastapi_server` runs it in a
-subprocess for the benchmark.
+the tutorial's path) answer exactly as the graph does, to JSON and to ``.npy`` bodies.
+:func:`fastapi_server` runs it in a subprocess for the benchmark.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bench.baselines import classify, error_answer, load_served_model
+from bench.baselines import classify, classify_npy, error_answer, load_served_model
 from serve_app.config import REPO_ROOT
 from serve_app.errors import MalformedBodyError, ServeAppError
+from serve_app.inputs import NPY_MEDIA_TYPE
 from serve_app.processes import stop_process
 
 FACTORY = "bench.fastapi_app:create_app"
@@ -38,8 +39,10 @@ def create_app() -> FastAPI:
     @api.post("/predict")
     @api.post("/")
     async def predict(request: Request) -> Any:
-        """``{"image": [...]}`` -> labels and probabilities."""
+        """``{"image": [...]}`` (or a ``.npy`` body) -> labels and probabilities."""
         try:
+            if request.headers.get("content-type", "").split(";")[0].strip() == NPY_MEDIA_TYPE:
+                return classify_npy(model, await request.body())
             try:
                 payload = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:

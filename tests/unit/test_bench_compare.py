@@ -1,7 +1,9 @@
+import io
 import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from bench.compare import (
@@ -19,6 +21,7 @@ from bench.compare import (
     parse_args,
     parse_variant,
     ratio,
+    request_bodies,
     request_body,
     time_raw_model,
     with_pythonpath,
@@ -26,7 +29,9 @@ from bench.compare import (
 from bench.wrk import WrkResult
 
 
-def _point(server, digits, concurrency, requests, variant="default", non_2xx=0, errors=0, seconds=10.0):
+def _point(
+    server, digits, concurrency, requests, variant="default", non_2xx=0, errors=0, seconds=10.0, encoding="json"
+):
     result = WrkResult(
         connections=concurrency,
         requests=requests,
@@ -38,7 +43,7 @@ def _point(server, digits, concurrency, requests, variant="default", non_2xx=0, 
         errors=errors,
         non_2xx=non_2xx,
     )
-    return Point(server, variant, digits, result)
+    return Point(server, variant, digits, result, encoding)
 
 
 # --- arguments ---------------------------------------------------------------------------------------
@@ -48,6 +53,7 @@ def test_defaults_are_the_issue_s_grid():
     args = parse_args([])
     assert args.servers == ["graph", "tutorial", "fastapi"]
     assert args.digits == [1, 64]
+    assert args.encodings == ["json", "npy"]
     assert args.concurrency == list(DEFAULT_CONCURRENCY) == [1, 8, 32, 64]
     assert args.duration == 8
     assert [v.name for v in args.variants] == ["default"] and args.variants[0].env == {}
@@ -88,6 +94,7 @@ def test_variants_presets_and_custom_environments(monkeypatch):
         ["--variant", "no-such-preset"],
         ["--variant", "=1"],
         ["--variant", "haproxy", "--variant", "haproxy"],
+        ["--encodings", "msgpack"],
     ],
 )
 def test_bad_arguments_are_usage_errors(argv, capsys):
@@ -149,6 +156,19 @@ def test_table_ratios_are_to_b_and_c_at_the_same_digits_and_concurrency():
     assert "| raw model in-process, batch 64 | 64 | - | - | 12,800 | - | - | - | - | - | - |" in lines
 
 
+def test_npy_points_are_compared_with_npy_points_only():
+    points = [
+        _point("graph", 64, 8, 100),
+        _point("fastapi", 64, 8, 400),
+        _point("graph", 64, 8, 200, encoding="npy"),
+        _point("fastapi", 64, 8, 800, encoding="npy"),
+    ]
+    lines = format_table(points, {64: 12800.0}).splitlines()
+    assert "| (a) whole graph, .npy body | 64 | 8 | 20 | 1,280 | 5.0 | 20.0 | 0 | - | 0.25x | 10.0% |" in lines
+    assert "| (c) FastAPI/uvicorn, .npy body | 64 | 8 | 80 | 5,120 | 5.0 | 20.0 | 0 | - | - | 40.0% |" in lines
+    assert "| (a) whole graph | 64 | 8 | 10 | 640 | 5.0 | 20.0 | 0 | - | 0.25x | 5.0% |" in lines
+
+
 # --- targets -----------------------------------------------------------------------------------------
 
 
@@ -166,7 +186,7 @@ def _targets(graph_rps_1, graph_rps_64, variant="default"):
 def test_targets_pass_at_their_thresholds():
     targets = _targets(graph_rps_1=100, graph_rps_64=50)  # 100 vs (b) 100, (c) 400; best 50 x 64 = 3200
     assert [t.verdict for t in targets.values()] == ["PASS", "PASS", "PASS"]
-    bulk = targets["64 digits: >= 50% of the raw model at batch 64"]
+    bulk = targets["64 digits, JSON body: >= 50% of the raw model at batch 64"]
     assert bulk.measured == pytest.approx(0.5)
     assert "concurrency 8" in bulk.detail  # the best of the measured concurrencies
 
@@ -175,6 +195,13 @@ def test_targets_fail_below_their_thresholds():
     targets = _targets(graph_rps_1=99, graph_rps_64=49)
     assert [t.verdict for t in targets.values()] == ["FAIL", "FAIL", "FAIL"]
     assert targets["1 digit, concurrency 32: >= 25% of (c)"].measured == pytest.approx(99 / 400)
+
+
+def test_the_bulk_target_is_judged_per_body_encoding():
+    points = [_point("graph", 64, 8, 500), _point("graph", 64, 8, 600, encoding="npy")]  # 3,200 / 3,840 images/s
+    targets = {t.name: t for t in evaluate_targets(points, {64: 6400.0})}
+    assert targets["64 digits, JSON body: >= 50% of the raw model at batch 64"].measured == pytest.approx(0.5)
+    assert targets["64 digits, .npy body: >= 50% of the raw model at batch 64"].measured == pytest.approx(0.6)
 
 
 def test_targets_without_figures_are_not_applicable():
@@ -201,6 +228,23 @@ def test_bodies_cycle_the_real_digits():
     body = json.loads(request_body(64, digits))
     assert len(body["image"]) == 64 and body["image"][13] == digits[3]
     assert expected_labels(12, list(range(10))) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_npy_bodies_are_the_same_digits_as_uint8_arrays():
+    digits = [[[i] * 28] * 28 for i in range(10)]
+    array = np.load(io.BytesIO(request_body(64, digits, "npy")), allow_pickle=False)
+    assert array.dtype == np.uint8 and array.shape == (64, 28, 28)
+    assert array[13].tolist() == digits[3]
+    with pytest.raises(ValueError, match="unknown body encoding"):
+        request_body(1, digits, "msgpack")
+
+
+def test_npy_bodies_only_for_bulk_requests():
+    digits = [[[i] * 28] * 28 for i in range(10)]
+    bodies = request_bodies([1, 64], ["json", "npy"], digits, list(range(10)))
+    assert set(bodies) == {(1, "json"), (64, "json"), (64, "npy")}
+    body, encoding, labels = bodies[(64, "npy")]
+    assert encoding == "npy" and labels == expected_labels(64, list(range(10))) and body.startswith(b"\x93NUMPY")
 
 
 def _group(app_name, port, protocol="HTTP"):
