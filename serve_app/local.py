@@ -237,6 +237,9 @@ def run(
     print(f"starting a local Ray and deploying {config_path} ...", flush=True)
     try:
         with local_cluster(config, dashboard_port=dashboard_port, http_entry=http_entry) as cluster:
+            # ray.init() replaced the handler with Ray's own, which exits without leaving the
+            # with-block (no Serve shutdown, the local redis-server left running): take it back.
+            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
             print(banner(cluster), flush=True)
             if trace:
                 print(f"Tracing every request; spans (JSON) are written to {spans_dir()}\n", flush=True)

@@ -1,8 +1,14 @@
-"""The README's main command: starts the graph, prints a curl line that works as printed, stops on Ctrl-C."""
+"""The README's main command: starts the graph, prints a curl line that works as printed, stops on Ctrl-C.
+
+SIGTERM (``kill``, a supervisor) stops it the same way: Serve and Ray shut down, the local
+redis-server it started is gone, exit code 0.
+"""
 
 import json
+import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +19,15 @@ from serve_app.config import REPO_ROOT
 from serve_app.ports import free_port
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.mark.slow
-def test_main_command_serves_prints_a_working_curl_and_stops_cleanly():
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_main_command_serves_prints_a_working_curl_and_stops_cleanly(stop_signal):
     http_port, dashboard_port = free_port(), free_port()
     process = subprocess.Popen(
         [
@@ -45,10 +58,13 @@ def test_main_command_serves_prints_a_working_curl_and_stops_cleanly():
         assert f"localhost:{http_port}" in curl_line
         answer = subprocess.run(shlex.split(curl_line), capture_output=True, text=True, timeout=60, check=True)
         assert json.loads(answer.stdout)["predicted_label"] == [7], output
-        process.send_signal(signal.SIGINT)
+        redis_port = int(re.search(r"redis-server at redis://127\.0\.0\.1:(\d+)", output).group(1))
+        assert _listening(redis_port)
+        process.send_signal(stop_signal)
         remaining, _ = process.communicate(timeout=120)
-        assert process.returncode == 0
+        assert process.returncode == 0, remaining
         assert "stopped" in remaining
+        assert not _listening(http_port) and not _listening(redis_port)
     finally:
         if process.poll() is None:
             process.kill()
