@@ -5,6 +5,7 @@ redis-server it started is gone, exit code 0.
 """
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -17,6 +18,7 @@ import pytest
 
 from serve_app.config import REPO_ROOT
 from serve_app.ports import free_port
+from serve_app.tasks import REDIS_URL_ENV
 
 
 def _listening(port: int) -> bool:
@@ -40,6 +42,9 @@ def test_main_command_serves_prints_a_working_curl_and_stops_cleanly(stop_signal
             str(dashboard_port),
         ],
         cwd=REPO_ROOT,
+        # As from a user's shell: no Redis URL inherited from this test session's shared Ray, so
+        # the command starts (and must stop) its own redis-server.
+        env={key: value for key, value in os.environ.items() if key != REDIS_URL_ENV},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
