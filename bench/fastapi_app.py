@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from bench.baselines import classify, classify_npy, error_answer, load_served_model
 from serve_app.config import REPO_ROOT
 from serve_app.errors import MalformedBodyError, ServeAppError
-from serve_app.inputs import NPY_MEDIA_TYPE
+from serve_app.inputs import NPY_MEDIA_TYPE, media_type
 from serve_app.processes import stop_process
 
 FACTORY = "bench.fastapi_app:create_app"
@@ -41,7 +41,7 @@ def create_app() -> FastAPI:
     async def predict(request: Request) -> Any:
         """``{"image": [...]}`` (or a ``.npy`` body) -> labels and probabilities."""
         try:
-            if request.headers.get("content-type", "").split(";")[0].strip() == NPY_MEDIA_TYPE:
+            if media_type(request.headers.get("content-type")) == NPY_MEDIA_TYPE:
                 return classify_npy(model, await request.body())
             try:
                 payload = await request.json()

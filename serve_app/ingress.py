@@ -50,7 +50,14 @@ from serve_app.errors import (
     ServiceUnavailableError,
     UnsupportedMediaError,
 )
-from serve_app.inputs import NPY_MEDIA_TYPE, decode_image_files, decode_npy_body, decode_payload, parse_json_body
+from serve_app.inputs import (
+    NPY_MEDIA_TYPE,
+    decode_image_files,
+    decode_npy_body,
+    decode_payload,
+    media_type,
+    parse_json_body,
+)
 from serve_app.metrics import ingress_metrics
 from serve_app.schemas import (
     ERROR_RESPONSES,
@@ -279,7 +286,7 @@ class Ingress:
 
     async def _read_pixels(self, request: Request) -> np.ndarray:
         """The body as validated pixels: a JSON batch, or a ``.npy`` array (``application/x-npy``)."""
-        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        content_type = media_type(request.headers.get("content-type"))
         if content_type not in ("application/json", "", "text/plain", NPY_MEDIA_TYPE):
             raise UnsupportedMediaError(
                 f"content type {content_type!r} is not accepted here; send application/json or {NPY_MEDIA_TYPE}"

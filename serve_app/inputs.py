@@ -154,6 +154,11 @@ def decode_payload(payload: Any, max_images: int) -> np.ndarray:
 NPY_MEDIA_TYPE = "application/x-npy"
 
 
+def media_type(content_type: str | None) -> str:
+    """The media type of a ``Content-Type`` header, parameters dropped; JSON when there is none."""
+    return (content_type if content_type is not None else "application/json").split(";")[0].strip()
+
+
 def decode_npy_body(body: bytes, pixel_scale: PixelScale = "auto", max_images: int = 256) -> np.ndarray:
     """A ``numpy.save()`` body (no pickles) -> validated (N, 1, 28, 28) pixels, as :func:`decode_images`."""
     if not body:

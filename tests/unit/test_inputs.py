@@ -13,6 +13,7 @@ from serve_app.inputs import (
     decode_images,
     decode_npy_body,
     decode_payload,
+    media_type,
     parse_json_body,
 )
 from serve_app.schemas import PredictRequest
@@ -183,6 +184,20 @@ def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, "application/json"),
+        ("", ""),
+        ("application/x-npy", "application/x-npy"),
+        ("application/json; charset=utf-8", "application/json"),
+        (" text/plain ;q=1", "text/plain"),
+    ],
+)
+def test_media_type_drops_parameters_and_defaults_to_json(header, expected):
+    assert media_type(header) == expected
 
 
 def test_npy_bodies_decode_with_their_dtype_as_the_scale(example_digits):
