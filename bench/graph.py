@@ -19,12 +19,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import requests
 import torch
 
 from bench.wrk import WrkResult, require_wrk, run_wrk
 from serve_app.config import DEFAULT_MODEL_ID
-from serve_app.examples import EXAMPLES_DIR
+from serve_app.examples import EXAMPLES_DIR, load_examples
 from serve_app.local import load_serve_config, local_cluster
 from serve_app.model import load_model, model_dir, predict
 from serve_app.ports import free_port
@@ -34,14 +35,29 @@ from serve_app.transforms import to_model_input
 def raw_model_images_per_s(batch_size: int, seconds: float = 3.0) -> float:
     """Images/s of the served artefact called in-process on real digits (normalised once, outside the timing)."""
     model = load_model(model_dir(DEFAULT_MODEL_ID) / "model.pt")
-    digits = json.loads((EXAMPLES_DIR / "digits-10.json").read_text())["image"]
-    images = to_model_input(torch.tensor([digits[i % 10] for i in range(batch_size)], dtype=torch.uint8)[:, None])
-    for _ in range(20):
-        predict(model, images)
+    return images_per_s(model, real_digit_batch(batch_size), seconds=seconds, warmup_calls=20)
+
+
+def real_digit_batch(batch_size: int) -> torch.Tensor:
+    """``batch_size`` normalised real digits (the ten shipped ones, cycled)."""
+    images, _ = load_examples()
+    return to_model_input(np.resize(images, (batch_size, 28, 28))[:, None])
+
+
+def images_per_s(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    max_images_per_call: int | None = None,
+    seconds: float = 2.0,
+    warmup_calls: int = 2,
+) -> float:
+    """Images/s of ``predict`` on ``images`` over at least ``seconds``, after ``warmup_calls`` untimed calls."""
+    for _ in range(warmup_calls):
+        predict(model, images, max_images_per_call)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        predict(model, images)
-        done += batch_size
+        predict(model, images, max_images_per_call)
+        done += images.shape[0]
     return done / (time.perf_counter() - started)
 
 

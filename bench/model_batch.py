@@ -14,19 +14,15 @@ It prints one table and writes a plot; the Serve config's default comes from it.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from bench.graph import machine_description
+from bench.graph import images_per_s, machine_description, real_digit_batch
 from serve_app.config import DEFAULT_MAX_IMAGES_PER_MODEL_CALL, DEFAULT_MODEL_ID
-from serve_app.examples import load_examples
-from serve_app.model import load_model, model_dir, predict
-from serve_app.transforms import to_model_input
+from serve_app.model import load_model, model_dir
 
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -39,23 +35,6 @@ class Point:
     batch_size: int
     split: int | None  # None: one model call
     images_per_s: float
-
-
-def real_digit_batch(batch_size: int) -> torch.Tensor:
-    """``batch_size`` normalised real digits (the shipped ten, repeated)."""
-    images, _ = load_examples()
-    return to_model_input(np.resize(images, (batch_size, 28, 28))[:, None])
-
-
-def images_per_s(model: torch.nn.Module, images: torch.Tensor, split: int | None, seconds: float) -> float:
-    """Images/s of ``predict`` on ``images`` over at least ``seconds`` (after two warm-up calls)."""
-    for _ in range(2):
-        predict(model, images, split)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        predict(model, images, split)
-        done += images.shape[0]
-    return done / (time.perf_counter() - started)
 
 
 def measure(threads: Sequence[int], batch_sizes: Sequence[int], split: int, seconds: float, rounds: int) -> list[Point]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.model_batch import Point, format_table, main, measure, real_digit_batch
+from bench.graph import real_digit_batch
+from bench.model_batch import Point, format_table, main, measure
 
 
 def test_real_digit_batch_repeats_the_shipped_digits_normalised():
