@@ -316,8 +316,8 @@ def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]], encod
     return json.dumps({"image": images}).encode()
 
 
-#: One request body: its bytes, its encoding and the true labels of its digits.
-Body = tuple[bytes, str, list[int]]
+#: One request body: its bytes and the true labels of its digits (keyed by digits and encoding).
+Body = tuple[bytes, list[int]]
 
 
 def request_bodies(
@@ -325,7 +325,7 @@ def request_bodies(
 ) -> dict[tuple[int, str], Body]:
     """Every (digits, encoding) body: JSON always, the other encodings for more than one digit (bulk)."""
     return {
-        (count, encoding): (request_body(count, examples, encoding), encoding, expected_labels(count, labels))
+        (count, encoding): (request_body(count, examples, encoding), expected_labels(count, labels))
         for count in digits
         for encoding in encodings
         if encoding == "json" or count > 1
@@ -458,7 +458,7 @@ def measure(
     from bench.wrk import run_wrk
 
     points = []
-    for (digits, encoding), (body, _, labels) in bodies.items():
+    for (digits, encoding), (body, labels) in bodies.items():
         if encoding != "json" and server not in NPY_SERVERS:
             continue
         content_type = ENCODINGS[encoding]

@@ -243,8 +243,8 @@ def test_npy_bodies_only_for_bulk_requests():
     digits = [[[i] * 28] * 28 for i in range(10)]
     bodies = request_bodies([1, 64], ["json", "npy"], digits, list(range(10)))
     assert set(bodies) == {(1, "json"), (64, "json"), (64, "npy")}
-    body, encoding, labels = bodies[(64, "npy")]
-    assert encoding == "npy" and labels == expected_labels(64, list(range(10))) and body.startswith(b"\x93NUMPY")
+    body, labels = bodies[(64, "npy")]
+    assert labels == expected_labels(64, list(range(10))) and body.startswith(b"\x93NUMPY")
 
 
 def _group(app_name, port, protocol="HTTP"):
