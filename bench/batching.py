@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     require_wrk()
 
-    base = load_serve_config(http_port=free_port())
+    base = load_serve_config(http_port=free_port(), grpc_port=free_port())
     body = (EXAMPLES_DIR / "digit.json").read_bytes()
     settings = {"off": with_batching(base, BATCHING_OFF), "on": with_batching(base, None)}
     results: dict[str, list[WrkResult]] = {}

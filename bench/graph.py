@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
 
     raw = {batch: raw_model_images_per_s(batch) for batch in (1, 32)}
     body = (EXAMPLES_DIR / "digit.json").read_bytes()
-    config = load_serve_config(http_port=free_port())
+    config = load_serve_config(http_port=free_port(), grpc_port=free_port())
     with local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
         url = cluster.http_url + "/predict"
         assert requests.post(url, data=body, timeout=60).json()["predicted_label"] == [7]

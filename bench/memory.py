@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
     body = (EXAMPLES_DIR / "digits-10.json").read_bytes()
-    config = load_serve_config(http_port=free_port())
+    config = load_serve_config(http_port=free_port(), grpc_port=free_port())
     with local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
         stop_at = time.monotonic() + args.seconds
         sent = [0]

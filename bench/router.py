@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run both routers and print the table."""
     args = parse_args(argv)
     require_wrk()
-    base = load_serve_config(args.config.resolve(), http_port=free_port())
+    base = load_serve_config(args.config.resolve(), http_port=free_port(), grpc_port=free_port())
     configs = router_configs(
         base,
         delay_ms=args.delay_ms,

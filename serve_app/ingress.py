@@ -11,11 +11,15 @@ HTTP (port 8000):
 * ``GET  /healthz``        liveness
 * ``GET  /docs``           OpenAPI docs
 
+gRPC (``serve_app/mnist.proto``, port 9000): ``mnist_serve.v1.Mnist/Predict`` and
+``/ListModels``, the same contract as ``/predict`` and ``/models``.
+
 Handle: ``handle.predict.remote({"image": ndarray})`` returns the same dict.
 
-A request chooses its model with the ``serve_multiplexed_model_id`` header (HTTP) or
-``handle.options(multiplexed_model_id=...)``; without one it gets the default model, and an
-unknown id is a 404 that lists the known ones.
+A request chooses its model with the ``serve_multiplexed_model_id`` header (HTTP), the
+``multiplexed_model_id`` metadata key (gRPC) or ``handle.options(multiplexed_model_id=...)``;
+without one it gets the default model, and an unknown id is a 404 (NOT_FOUND) that lists the
+known ones.
 
 Every input is validated here, before any other deployment sees it, and every
 failure is mapped to a status by :mod:`serve_app.errors`.
@@ -29,7 +33,8 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from http import HTTPStatus
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
@@ -38,8 +43,10 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
+from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
+from serve_app import mnist_pb2
 from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
 from serve_app.config import AppArgs, BatchingConfig
 from serve_app.errors import (
@@ -50,6 +57,7 @@ from serve_app.errors import (
     ServiceUnavailableError,
     UnsupportedMediaError,
 )
+from serve_app.grpc_api import SERVICE_NAME, models_response, predict_response, request_pixels
 from serve_app.inputs import (
     NPY_MEDIA_TYPE,
     decode_image_files,
@@ -104,10 +112,15 @@ _JSON_BODY_DOC = {
 }
 
 
-#: Routes recorded by name in the latency metric; anything else is "other" (bounded cardinality).
+GrpcMessage = TypeVar("GrpcMessage", mnist_pb2.PredictResponse, mnist_pb2.ListModelsResponse)
+
+#: The gRPC methods' routes in the metrics: their full method paths.
+GRPC_PREDICT_ROUTE = f"/{SERVICE_NAME}/Predict"
+GRPC_LIST_MODELS_ROUTE = f"/{SERVICE_NAME}/ListModels"
+#: HTTP routes recorded by name in the latency metric; anything else is "other" (bounded cardinality).
 METRIC_ROUTES = {"/predict", "/", "/predict/image", "/tasks", "/models", "/healthz"}
 #: Routes that classify (counted in mnist_requests_total by model and status).
-CLASSIFYING_ROUTES = {"/predict", "/", "/predict/image", "/tasks"}
+CLASSIFYING_ROUTES = {"/predict", "/", "/predict/image", "/tasks", GRPC_PREDICT_ROUTE}
 
 
 def metric_route(path: str) -> str:
@@ -120,16 +133,24 @@ def metric_route(path: str) -> str:
 MODEL_HEADER = "serve_multiplexed_model_id"
 
 
+def record_request(route: str, started: float, outcome: int, model: str | None) -> None:
+    """Record one request's latency by route and, for a classifying request (``model`` given), its outcome.
+
+    ``outcome`` is the HTTP status; a gRPC request records its HTTP equivalent, so one alert on
+    5xx covers both APIs.
+    """
+    metrics = ingress_metrics()
+    metrics.request_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+    if model is not None and route in CLASSIFYING_ROUTES:
+        metrics.requests.inc(tags={"model": model, "outcome": str(outcome)})
+
+
 @api.middleware("http")
 async def _record_request_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     started = time.perf_counter()
     response = await call_next(request)
-    route = metric_route(request.url.path)
-    metrics = ingress_metrics()
-    metrics.request_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"route": route})
-    if route in CLASSIFYING_ROUTES and request.method == "POST":
-        model = getattr(request.state, "model_id", "none")
-        metrics.requests.inc(tags={"model": model, "outcome": str(response.status_code)})
+    model = getattr(request.state, "model_id", "none") if request.method == "POST" else None
+    record_request(metric_route(request.url.path), started, response.status_code, model)
     return response
 
 
@@ -156,6 +177,15 @@ def map_downstream_error(exc: Exception) -> ServeAppError:
         return ServiceUnavailableError(f"a model replica is unavailable ({type(exc).__name__}); retry shortly")
     logger.exception("unexpected error in the serving graph")
     return ServeAppError(f"internal error in the serving graph: {type(exc).__name__}")
+
+
+# Module-level helpers the Ingress's methods call are defined above the class: @serve.deployment
+# captures the class (and what its methods refer to) when the module reaches it.
+def _grpc_error(grpc_context: RayServegRPCContext, error: ServeAppError, empty: GrpcMessage) -> GrpcMessage:
+    """Answer a gRPC call with ``error``'s status code and message (and an empty message, as gRPC wants)."""
+    grpc_context.set_code(error.grpc_code)
+    grpc_context.set_details(error.message)
+    return empty
 
 
 #: The Ingress's default batching (its user_config): merge what is queued, never wait.
@@ -384,6 +414,10 @@ class Ingress:
     @api.get("/models", response_model=ModelsResponse, summary="The models clients can choose")
     async def models(self) -> dict[str, Any]:
         """Every model in the store, with the facts from its card; choose one with the model-id header."""
+        return self._models_listing()
+
+    def _models_listing(self) -> dict[str, Any]:
+        """The store's models with their cards' facts, the default and the header that chooses one."""
         models = []
         for model_id in self.store.list_ids():
             card = self.store.card(model_id)
@@ -415,3 +449,32 @@ class Ingress:
         """
         model_id = self._resolve_model()
         return await self._classify(decode_payload(batch, self.args.max_batch_images), model_id)
+
+    # The gRPC API (serve_app/mnist.proto). Serve's gRPC ingress calls the Ingress method named
+    # like the RPC, with the request message and, as ``grpc_context``, the call's context.
+    async def Predict(  # noqa: N802 (the RPC's name)
+        self, request: mnist_pb2.PredictRequest, grpc_context: RayServegRPCContext
+    ) -> mnist_pb2.PredictResponse:
+        """The RPC ``Predict``: validated, batched and answered exactly as ``POST /predict``."""
+        started = time.perf_counter()
+        model_id, outcome = "unknown", HTTPStatus.INTERNAL_SERVER_ERROR
+        try:
+            model_id = self._resolve_model()
+            answer = await self._classify(request_pixels(request, self.args.max_batch_images), model_id)
+            outcome = HTTPStatus.OK
+            return predict_response(answer)
+        except ServeAppError as exc:
+            outcome = exc.status
+            return _grpc_error(grpc_context, exc, mnist_pb2.PredictResponse())
+        finally:
+            record_request(GRPC_PREDICT_ROUTE, started, outcome, model_id)
+
+    async def ListModels(  # noqa: N802 (the RPC's name)
+        self, request: mnist_pb2.ListModelsRequest, grpc_context: RayServegRPCContext
+    ) -> mnist_pb2.ListModelsResponse:
+        """The RPC ``ListModels``: the listing of ``GET /models``."""
+        started = time.perf_counter()
+        try:
+            return models_response(self._models_listing())
+        finally:
+            record_request(GRPC_LIST_MODELS_ROUTE, started, HTTPStatus.OK, None)

@@ -4,6 +4,7 @@
     python -m serve_app.local --config my.yaml --dashboard-port 8266
     python -m serve_app.local --trace            # every request traced, spans written to files
     python -m serve_app.local --http-entry proxy # Serve's Python proxy on the HTTP port instead of HAProxy
+    python -m serve_app.local --grpc-port 9001   # the gRPC API on another port than the config's 9000
     python -m serve_app.local --set Classifier.autoscaling_config.min_replicas=2   # a deployment option
 
 Starts a local Ray with its dashboard, then deploys the Serve config the way the
@@ -47,18 +48,36 @@ class LocalCluster:
     """A running local deployment: where to send requests, and its dashboard client."""
 
     http_url: str
+    #: ``host:port`` of the gRPC API; None when the config serves no gRPC.
+    grpc_target: str | None
     dashboard_url: str
     dashboard: DashboardClient
     serve_config: dict[str, Any]
     http_entry: str
 
 
-def load_serve_config(path: Path = SERVE_CONFIG_PATH, http_port: int | None = None) -> dict[str, Any]:
-    """Read a Serve config file; optionally move the proxy to ``http_port``."""
+def load_serve_config(
+    path: Path = SERVE_CONFIG_PATH, http_port: int | None = None, grpc_port: int | None = None
+) -> dict[str, Any]:
+    """Read a Serve config file; optionally move HTTP to ``http_port`` and gRPC to ``grpc_port``."""
     config = yaml.safe_load(path.read_text())
     if http_port is not None:
         config.setdefault("http_options", {})["port"] = http_port
+    if grpc_port is not None and grpc_serves(config):
+        config["grpc_options"]["port"] = grpc_port
     return config
+
+
+def grpc_serves(config: dict[str, Any]) -> bool:
+    """Whether a Serve config serves gRPC: Serve starts a gRPC server only for servicer functions."""
+    return bool((config.get("grpc_options") or {}).get("grpc_servicer_functions"))
+
+
+def grpc_target_of(config: dict[str, Any]) -> str | None:
+    """``127.0.0.1:<port>`` of a config's gRPC API (Serve's default port, 9000, if unset); None without one."""
+    if not grpc_serves(config):
+        return None
+    return f"127.0.0.1:{int(config['grpc_options'].get('port', 9000))}"
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -171,6 +190,7 @@ def _deployed(
         dashboard.wait_until_running(apps, timeout_s=timeout_s)
         yield LocalCluster(
             http_url=f"http://127.0.0.1:{http_port_of(serve_config)}",
+            grpc_target=grpc_target_of(serve_config),
             dashboard_url=dashboard_url,
             dashboard=dashboard,
             serve_config=serve_config,
@@ -198,11 +218,21 @@ The Classifier scales from zero: the first request starts its replica and waits 
   asynchronous (answers a task id; then GET {base}/tasks/<id>):
     curl -s -X POST {base}/tasks -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
   API docs:        {base}/docs
-  health:          {base}/healthz
+  health:          {base}/healthz{grpc_lines(cluster.grpc_target)}
   Ray dashboard:   {cluster.dashboard_url}
 
 Press Ctrl-C to stop.
 """
+
+
+def grpc_lines(target: str | None) -> str:
+    """The banner's lines for the gRPC API (none when the config serves no gRPC)."""
+    if target is None:
+        return ""
+    client = f"python -m serve_app.grpc_client --target {target.replace('127.0.0.1', 'localhost')}"
+    return f"""
+  gRPC API (serve_app/mnist.proto, mnist_serve.v1.Mnist):
+    {client} {EXAMPLE_DIGIT.with_name("digit-7.png")}"""
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -228,10 +258,11 @@ def run(
     trace: bool = False,
     overrides: list[str] | None = None,
     http_entry: str | None = None,
+    grpc_port: int | None = None,
 ) -> int:
     """Serve until Ctrl-C or SIGTERM; return the exit code."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    config = apply_overrides(load_serve_config(config_path, http_port), overrides or [])
+    config = apply_overrides(load_serve_config(config_path, http_port, grpc_port), overrides or [])
     if trace:
         config["tracing_config"] = LOCAL_TRACING
     print(f"starting a local Ray and deploying {config_path} ...", flush=True)
@@ -256,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=SERVE_CONFIG_PATH, help="a Serve config file")
     parser.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT)
     parser.add_argument("--http-port", type=int, default=None, help="override the config's http_options.port")
+    parser.add_argument("--grpc-port", type=int, default=None, help="override the config's grpc_options.port")
     parser.add_argument("--trace", action="store_true", help="trace every request; spans go to files")
     parser.add_argument(
         "--http-entry",
@@ -278,7 +310,15 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     sys.exit(
-        run(args.config.resolve(), args.dashboard_port, args.http_port, args.trace, args.overrides, args.http_entry)
+        run(
+            args.config.resolve(),
+            args.dashboard_port,
+            args.http_port,
+            args.trace,
+            args.overrides,
+            http_entry=args.http_entry,
+            grpc_port=args.grpc_port,
+        )
     )
 
 

@@ -38,6 +38,8 @@ SCHEMA_CASES = [
     ({"serve": {"classifier": {"autoscaling": {"policy": "magic"}}}}, "/serve/classifier/autoscaling/policy"),
     ({"serve": {"classifier": {"router": {"type": "random"}}}}, "/serve/classifier/router/type"),
     ({"serve": {"httpEntry": "nginx"}}, "/serve/httpEntry"),
+    ({"serve": {"grpc": {"enabled": "yes"}}}, "/serve/grpc/enabled"),
+    ({"serve": {"grpc": {"serviceType": "Ingress"}}}, "/serve/grpc/serviceType"),
     (
         {
             "serve": {

@@ -41,7 +41,7 @@ from tests.e2e.kube import (
 )
 
 RELEASE = "mnist-serve"
-SERVE_PORT, DASHBOARD_PORT = 8000, 8265
+SERVE_PORT, DASHBOARD_PORT, GRPC_PORT = 8000, 8265, 9000
 
 
 @dataclass
@@ -105,6 +105,10 @@ class Release:
     def forward(self, target: str | Callable[[], str], port: int) -> PortForward:
         """A supervised port-forward into the release's namespace."""
         return PortForward(self.namespace, target, port, context=self.kube.context)
+
+    def grpc_forward(self) -> PortForward:
+        """The gRPC API on a local port, through the chart's ``<fullname>-grpc`` Service."""
+        return self.forward(f"svc/{self.rayservice_name}-grpc", GRPC_PORT)
 
     def serve_forward(self, prefer: str = "service") -> PortForward:
         """The Serve proxy on a local port: through the serve Service, or pinned to one pod that stays.
@@ -184,6 +188,22 @@ def classify_examples(url: str, timeout_s: float = 120) -> None:
     answer = requests.post(f"{url}/predict/image", files=files, timeout=timeout_s)
     assert answer.status_code == 200, f"/predict/image answered {answer.status_code}: {answer.text[:500]}"
     assert answer.json()["predicted_label"] == [3, 5, 9], answer.text[:500]
+
+
+def classify_examples_over_grpc(target: str, timeout_s: float = 120) -> None:
+    """Predict the ten shipped real digits over gRPC (raw bytes) and check every label; list the models."""
+    import grpc
+    import numpy as np
+
+    from serve_app import mnist_pb2, mnist_pb2_grpc
+
+    images = np.asarray(json.loads((DIGITS_DIR / "digits-10.json").read_text())["image"], dtype=np.uint8)
+    with grpc.insecure_channel(target) as channel:
+        stub = mnist_pb2_grpc.MnistStub(channel)
+        answer = stub.Predict(mnist_pb2.PredictRequest(raw=images.tobytes()), timeout=timeout_s)
+        assert list(answer.predicted_label) == expected_labels(), answer
+        models = stub.ListModels(mnist_pb2.ListModelsRequest(), timeout=timeout_s)
+        assert models.default_model_id in {model.model_id for model in models.models}, models
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,13 @@ from tests.e2e.kube import (
     upgrade_args,
     wait_until,
 )
-from tests.e2e.release import Release, classify_examples, install_release, run_fault_injection
+from tests.e2e.release import (
+    Release,
+    classify_examples,
+    classify_examples_over_grpc,
+    install_release,
+    run_fault_injection,
+)
 
 pytestmark = pytest.mark.timeout(3600)
 
@@ -49,6 +55,11 @@ def test_port_forward_and_real_digits(ready: Release) -> None:
     with ready.serve_forward() as serve:
         classify_examples(serve.url)
         assert requests.get(f"{serve.url}/healthz", timeout=30).status_code == 200
+
+
+def test_grpc_service_classifies_real_digits(ready: Release) -> None:
+    with ready.grpc_forward() as forward:
+        classify_examples_over_grpc(f"127.0.0.1:{forward.local_port}")
 
 
 def test_helm_test_classifies_the_test_digit(ready: Release) -> None:

@@ -2,7 +2,7 @@
 
 The config is deployed through the dashboard's REST API, exactly as the KubeRay
 operator deploys a RayService's serveConfigV2 (JSON body, token header). Only the
-HTTP port is changed, to a free one, so a developer's running app is left alone.
+HTTP and gRPC ports are changed, to free ones, so a developer's running app is left alone.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class LocalServe:
     metrics_url: str
     session_dir: Path
     http_entry: str  # haproxy or proxy (serve_app.http_entry)
+    grpc_target: str  # host:port of the gRPC API
 
     def scrape(self, name: str, **labels: str) -> float:
         """Sum of the samples of one metric (e.g. ``ray_mnist_requests_total``) matching ``labels``."""
@@ -112,7 +113,7 @@ def pin_classifier_to_one_replica(config: dict) -> None:
 @pytest.fixture(scope="session")
 def local_serve() -> Iterator[LocalServe]:
     """A real local Ray with the app deployed from the project's config through the operator's REST path."""
-    config = load_serve_config(SERVE_CONFIG_PATH, http_port=free_port())
+    config = load_serve_config(SERVE_CONFIG_PATH, http_port=free_port(), grpc_port=free_port())
     config["tracing_config"] = TEST_TRACING
     pin_classifier_to_one_replica(config)
     metrics_port = free_port()
@@ -132,6 +133,7 @@ def local_serve() -> Iterator[LocalServe]:
             f"http://127.0.0.1:{metrics_port}/metrics",
             session_dir,
             cluster.http_entry,
+            cluster.grpc_target,
         )
 
 

@@ -1,4 +1,4 @@
-"""The README's main command: starts the graph, prints a curl line that works as printed, stops on Ctrl-C.
+"""The README's main command: starts the graph, prints curl and gRPC lines that work as printed, stops on Ctrl-C.
 
 SIGTERM (``kill``, a supervisor) stops it the same way: Serve and Ray shut down, the local
 redis-server it started is gone, exit code 0.
@@ -30,7 +30,7 @@ def _listening(port: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_main_command_serves_prints_a_working_curl_and_stops_cleanly(stop_signal):
-    http_port, dashboard_port = free_port(), free_port()
+    http_port, dashboard_port, grpc_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -40,6 +40,8 @@ def test_main_command_serves_prints_a_working_curl_and_stops_cleanly(stop_signal
             str(http_port),
             "--dashboard-port",
             str(dashboard_port),
+            "--grpc-port",
+            str(grpc_port),
         ],
         cwd=REPO_ROOT,
         # As from a user's shell: no Redis URL inherited from this test session's shared Ray, so
@@ -63,13 +65,18 @@ def test_main_command_serves_prints_a_working_curl_and_stops_cleanly(stop_signal
         assert f"localhost:{http_port}" in curl_line
         answer = subprocess.run(shlex.split(curl_line), capture_output=True, text=True, timeout=60, check=True)
         assert json.loads(answer.stdout)["predicted_label"] == [7], output
+        grpc_line = next(line.strip() for line in lines if "serve_app.grpc_client" in line)
+        assert f"localhost:{grpc_port}" in grpc_line
+        grpc_command = [sys.executable, *shlex.split(grpc_line)[1:]]  # the line's python is the user's
+        answer = subprocess.run(grpc_command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
+        assert json.loads(answer.stdout)["predicted_label"] == [7], output
         redis_port = int(re.search(r"redis-server at redis://127\.0\.0\.1:(\d+)", output).group(1))
         assert _listening(redis_port)
         process.send_signal(stop_signal)
         remaining, _ = process.communicate(timeout=120)
         assert process.returncode == 0, remaining
         assert "stopped" in remaining
-        assert not _listening(http_port) and not _listening(redis_port)
+        assert not _listening(http_port) and not _listening(redis_port) and not _listening(grpc_port)
     finally:
         if process.poll() is None:
             process.kill()

@@ -58,11 +58,14 @@ def test_the_local_command_passes_the_chosen_entry_to_the_run(monkeypatch):
     from serve_app import local
 
     calls = []
-    monkeypatch.setattr(local, "run", lambda *args: calls.append(args) or 0)
+    monkeypatch.setattr(local, "run", lambda *args, **kwargs: calls.append(kwargs) or 0)
     for argv, entry in (([], None), (["--http-entry", "proxy"], "proxy"), (["--http-entry", "haproxy"], "haproxy")):
         with pytest.raises(SystemExit) as exited:
             local.main(argv)
-        assert exited.value.code == 0 and calls[-1][-1] == entry
+        assert exited.value.code == 0 and calls[-1]["http_entry"] == entry and calls[-1]["grpc_port"] is None
+    with pytest.raises(SystemExit):
+        local.main(["--grpc-port", "9001"])
+    assert calls[-1]["grpc_port"] == 9001
     with pytest.raises(SystemExit) as exited:
         local.main(["--http-entry", "nginx"])
     assert exited.value.code == 2  # argparse: invalid choice

@@ -34,6 +34,8 @@ def test_the_ingress_does_not_import_torch():
         "serve_app.tasks",
         "serve_app.policies",
         "serve_app.latency",
+        "serve_app.grpc_api",
+        "serve_app.grpc_client",
     ],
 )
 def test_pure_logic_does_not_import_ray_serve(module):

@@ -42,3 +42,16 @@ def test_overrides_set_nested_options_as_yaml_values():
 def test_bad_overrides_name_what_is_wrong(override, message):
     with pytest.raises(ValueError, match=message):
         apply_overrides(load_serve_config(), [override])
+
+
+def test_the_grpc_port_moves_with_the_http_port_and_only_when_the_config_serves_grpc():
+    from serve_app.local import grpc_target_of
+
+    config = load_serve_config(http_port=18000, grpc_port=19000)
+    assert config["http_options"]["port"] == 18000 and config["grpc_options"]["port"] == 19000
+    assert grpc_target_of(config) == "127.0.0.1:19000"
+    assert grpc_target_of(load_serve_config()) == "127.0.0.1:9000"  # the file's port
+    without_grpc = {k: v for k, v in load_serve_config().items() if k != "grpc_options"}
+    assert grpc_target_of(without_grpc) is None
+    # no servicer functions: Serve starts no gRPC server, so there is no target and no port to move
+    assert grpc_target_of({"grpc_options": {"port": 9000, "grpc_servicer_functions": []}}) is None

@@ -168,6 +168,10 @@ spec:
         {{- end }}
         - name: serve
           containerPort: 8000
+        {{- if $root.Values.serve.grpc.enabled }}
+        - name: grpc
+          containerPort: {{ include "mnist-serve.grpcPort" $root }}
+        {{- end }}
         - name: metrics
           containerPort: 8080
       {{- $tracing := and $root.Values.tracing.enabled $root.Values.tracing.otlpEndpoint }}
@@ -226,4 +230,12 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/*
+The gRPC API's port: grpc_options.port of files/serve-config.yaml (the one Serve config).
+*/}}
+{{- define "mnist-serve.grpcPort" -}}
+{{- $config := .Files.Get "files/serve-config.yaml" | fromYaml }}
+{{- int $config.grpc_options.port }}
 {{- end }}

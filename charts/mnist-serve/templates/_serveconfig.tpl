@@ -6,6 +6,7 @@ run deploys), with only per-environment numbers replaced from values:
     ray_actor_options.num_cpus / num_gpus / resources, and the Ingress's and the Classifier's
     user_config (batching)
   - tracing_config, from tracing.*
+  - grpc_options dropped when serve.grpc.enabled is false
   - asynchronous inference (args.tasks, the TaskConsumer's max replicas), from asyncInference.*;
     without it the TaskConsumer entry is dropped
 Everything else (import_path, deployment names, proxy and HTTP options) comes from the file,
@@ -102,6 +103,9 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- range $app := $config.applications }}
 {{- $_ := set $app "autoscaling_policy" (dict "policy_function" "serve_app.policies:ProportionalPipelinePolicy" "policy_kwargs" (dict "preprocessors_per_classifier" $.Values.serve.pipelinePolicy.preprocessorsPerClassifier)) }}
 {{- end }}
+{{- end }}
+{{- if not .Values.serve.grpc.enabled }}
+{{- $_ := unset $config "grpc_options" }}
 {{- end }}
 {{- if .Values.tracing.enabled }}
 {{- $tracing := dict "enabled" true "sampling_ratio" .Values.tracing.samplingRatio }}

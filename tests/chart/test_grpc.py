@@ -1,0 +1,71 @@
+"""The gRPC API on a cluster: grpc_options in serveConfigV2, a `grpc` port on every Ray pod, and
+the chart's own Service for it (KubeRay's serve Service carries only the port named `serve`)."""
+
+from __future__ import annotations
+
+import importlib
+
+import yaml
+
+from serve_app.config import SERVE_CONFIG_PATH
+from serve_app.grpc_api import SERVICER_FUNCTION
+
+from .conftest import objects_of, rayservice_of, render_chart, scenario_values, serve_config_of
+
+FILE_GRPC_OPTIONS = yaml.safe_load(SERVE_CONFIG_PATH.read_text())["grpc_options"]
+
+
+def pod_templates(rayservice: dict) -> list[dict]:
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
+
+
+def grpc_services(rendered) -> list[dict]:
+    return [s for s in objects_of(rendered, "Service") if s["metadata"]["name"].endswith("-grpc")]
+
+
+def test_the_servicer_function_in_the_config_imports_and_is_the_apps():
+    assert FILE_GRPC_OPTIONS["grpc_servicer_functions"] == [SERVICER_FUNCTION]
+    module, _, name = SERVICER_FUNCTION.rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_grpc_is_on_by_default_with_the_files_options():
+    rendered = render_chart({})
+    assert serve_config_of(rendered)["grpc_options"] == FILE_GRPC_OPTIONS
+    port = FILE_GRPC_OPTIONS["port"]
+    for template in pod_templates(rayservice_of(rendered)):
+        ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+        assert ports["grpc"] == port and ports["serve"] == 8000
+    (service,) = grpc_services(rendered)
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "grpc", "port": port, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}
+    ]
+    # the pods of this release that KubeRay marks ready to serve, head included (it runs a proxy)
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/instance": "mnist-serve",
+        "app.kubernetes.io/part-of": "mnist-serve",
+        "ray.io/serve": "true",
+    }
+
+
+def test_the_grpc_service_follows_the_serve_service_off_the_head_with_ha():
+    rendered = render_chart(scenario_values("ha"))
+    assert rayservice_of(rendered)["spec"]["excludeHeadPodFromServeSvc"] is True
+    (service,) = grpc_services(rendered)
+    assert service["spec"]["selector"]["ray.io/node-type"] == "worker"
+
+
+def test_grpc_off_drops_the_options_the_ports_and_the_service():
+    rendered = render_chart({"serve": {"grpc": {"enabled": False}}})
+    assert "grpc_options" not in serve_config_of(rendered)
+    for template in pod_templates(rayservice_of(rendered)):
+        assert "grpc" not in {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+    assert grpc_services(rendered) == []
+    assert "-grpc" not in next(o["notes"] for p, objs in rendered.items() if p.endswith("NOTES.txt") for o in objs)
+
+
+def test_the_service_type_is_a_value():
+    (service,) = grpc_services(render_chart({"serve": {"grpc": {"serviceType": "LoadBalancer"}}}))
+    assert service["spec"]["type"] == "LoadBalancer"
