@@ -41,6 +41,12 @@ SERVICE_NAME = "mnist_serve.v1.Mnist"
 #: The gRPC metadata key that chooses a model (Serve's multiplexing key).
 MODEL_METADATA_KEY = "multiplexed_model_id"
 PIXELS_PER_IMAGE = 28 * 28
+#: Serve 2.60 reads the largest gRPC message its ingress servers accept from this variable when
+#: its processes start (its default: 2 GiB). The local run and the chart set it to
+#: :data:`DEFAULT_GRPC_MAX_MESSAGE_BYTES`, the HTTP API's default body limit, so an oversized
+#: message is refused (RESOURCE_EXHAUSTED) before it is held in the Ingress's memory.
+GRPC_MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+DEFAULT_GRPC_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def _images_from_flat(values: np.ndarray, kind: str, max_images: int) -> np.ndarray:

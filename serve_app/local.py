@@ -33,6 +33,7 @@ import yaml
 
 from serve_app.config import REPO_ROOT, SERVE_CONFIG_PATH
 from serve_app.dashboard import DashboardClient, read_auth_token
+from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV
 from serve_app.http_entry import HTTP_ENTRIES, default_http_entry, environment, ray_environment
 from serve_app.ports import free_port
 from serve_app.redis_local import local_redis
@@ -138,6 +139,10 @@ def http_port_of(config: dict[str, Any]) -> int:
     return int((config.get("http_options") or {}).get("port", 8000))
 
 
+#: Environment of every local Ray process, besides the HTTP entry's (Serve reads it at start-up).
+SERVE_PROCESS_ENV = {GRPC_MAX_MESSAGE_ENV: str(DEFAULT_GRPC_MAX_MESSAGE_BYTES)}
+
+
 @contextmanager
 def local_cluster(
     serve_config: dict[str, Any],
@@ -156,8 +161,9 @@ def local_cluster(
     ``num_gpus``/``resources`` that mimic a cluster's worker groups).
     """
     entry = http_entry or default_http_entry()
+    serve_env = ray_environment(entry, free_port(), free_port()) | SERVE_PROCESS_ENV
     with (
-        environment(ray_environment(entry, free_port(), free_port()) | dict(ray_env or {})),
+        environment(serve_env | dict(ray_env or {})),
         redis_for(serve_config),
     ):
         yield from _deployed(serve_config, dashboard_port, log_to_driver, timeout_s, entry, ray_init_kwargs)

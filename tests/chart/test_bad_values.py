@@ -40,6 +40,8 @@ SCHEMA_CASES = [
     ({"serve": {"httpEntry": "nginx"}}, "/serve/httpEntry"),
     ({"serve": {"grpc": {"enabled": "yes"}}}, "/serve/grpc/enabled"),
     ({"serve": {"grpc": {"serviceType": "Ingress"}}}, "/serve/grpc/serviceType"),
+    ({"serve": {"grpc": {"maxMessageBytes": 0}}}, "/serve/grpc/maxMessageBytes"),
+    ({"serve": {"grpc": {"maxMessageBytes": 2**31}}}, "/serve/grpc/maxMessageBytes"),
     (
         {
             "serve": {

@@ -8,9 +8,9 @@ import importlib
 import yaml
 
 from serve_app.config import SERVE_CONFIG_PATH
-from serve_app.grpc_api import SERVICER_FUNCTION
+from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV, SERVICER_FUNCTION
 
-from .conftest import objects_of, rayservice_of, render_chart, scenario_values, serve_config_of
+from .conftest import objects_of, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
 
 FILE_GRPC_OPTIONS = yaml.safe_load(SERVE_CONFIG_PATH.read_text())["grpc_options"]
 
@@ -37,6 +37,8 @@ def test_grpc_is_on_by_default_with_the_files_options():
     for template in pod_templates(rayservice_of(rendered)):
         ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
         assert ports["grpc"] == port and ports["serve"] == 8000
+        # the local run's limit on a gRPC message, in every Ray process
+        assert ray_container_env(template)[GRPC_MAX_MESSAGE_ENV] == str(DEFAULT_GRPC_MAX_MESSAGE_BYTES)
     (service,) = grpc_services(rendered)
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
@@ -62,6 +64,7 @@ def test_grpc_off_drops_the_options_the_ports_and_the_service():
     assert "grpc_options" not in serve_config_of(rendered)
     for template in pod_templates(rayservice_of(rendered)):
         assert "grpc" not in {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+        assert GRPC_MAX_MESSAGE_ENV not in ray_container_env(template)
     assert grpc_services(rendered) == []
     assert "-grpc" not in next(o["notes"] for p, objs in rendered.items() if p.endswith("NOTES.txt") for o in objs)
 
@@ -69,3 +72,8 @@ def test_grpc_off_drops_the_options_the_ports_and_the_service():
 def test_the_service_type_is_a_value():
     (service,) = grpc_services(render_chart({"serve": {"grpc": {"serviceType": "LoadBalancer"}}}))
     assert service["spec"]["type"] == "LoadBalancer"
+
+
+def test_the_message_limit_is_a_value():
+    for template in pod_templates(rayservice_of(render_chart({"serve": {"grpc": {"maxMessageBytes": 1048576}}}))):
+        assert ray_container_env(template)[GRPC_MAX_MESSAGE_ENV] == "1048576"

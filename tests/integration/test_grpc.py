@@ -106,6 +106,14 @@ def test_bytes_that_are_no_message_are_refused_and_the_service_goes_on(local_ser
     assert list(stub.Predict(raw_request(images), timeout=TIMEOUT_S).predicted_label) == labels.tolist()
 
 
+def test_an_oversized_message_is_refused_before_it_is_read_and_the_service_goes_on(stub, example_digits):
+    images, labels = example_digits
+    huge = mnist_pb2.PredictRequest(raw=bytes(17 * 1024 * 1024))  # past the 16 MiB the local run allows
+    error = refusal(stub.Predict, huge)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+    assert list(stub.Predict(raw_request(images), timeout=TIMEOUT_S).predicted_label) == labels.tolist()
+
+
 def test_an_unknown_method_is_unimplemented(local_serve):
     with grpc.insecure_channel(local_serve.grpc_target) as channel:
         error = refusal(channel.unary_unary(f"/{SERVICE_NAME}/Train"), b"")

@@ -78,12 +78,21 @@ def test_local_cluster_sets_the_entry_s_variables_only_while_ray_runs(monkeypatc
     seen = {}
 
     def fake_deployed(serve_config, dashboard_port, log_to_driver, timeout_s, http_entry, ray_init_kwargs):
-        seen.update({key: os.environ.get(key) for key in ("RAY_SERVE_ENABLE_HA_PROXY", "EXTRA")}, entry=http_entry)
+        keys = ("RAY_SERVE_ENABLE_HA_PROXY", "EXTRA", "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE")
+        seen.update({key: os.environ.get(key) for key in keys}, entry=http_entry)
         yield "cluster"
 
     monkeypatch.setattr(local, "_deployed", fake_deployed)
     monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    monkeypatch.delenv("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", raising=False)
     with local.local_cluster({"applications": []}, http_entry="proxy", ray_env={"EXTRA": "1"}) as cluster:
         assert cluster == "cluster"
-    assert seen == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "EXTRA": "1", "entry": "proxy"}
+    # gRPC messages held to the HTTP API's body limit (Serve's own default is 2 GiB)
+    limit = str(16 * 1024 * 1024)
+    assert seen == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
+        "EXTRA": "1",
+        "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": limit,
+        "entry": "proxy",
+    }
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ and "EXTRA" not in os.environ

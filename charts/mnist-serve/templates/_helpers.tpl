@@ -186,6 +186,11 @@ spec:
         - name: RAY_SERVE_ENABLE_DIRECT_INGRESS
           value: "0"
         {{- end }}
+        {{- if $root.Values.serve.grpc.enabled }}
+        # serve.grpc.maxMessageBytes: the largest gRPC message Serve's ingress accepts (Serve's own default is 2 GiB).
+        - name: RAY_SERVE_GRPC_MAX_MESSAGE_SIZE
+          value: {{ $root.Values.serve.grpc.maxMessageBytes | int64 | toString | quote }}
+        {{- end }}
       {{- if $root.Values.asyncInference.enabled }}
         # Redis for asynchronous inference, read by serve_app.tasks; the password never enters the Serve config.
         - name: MNIST_SERVE_REDIS_PASSWORD
