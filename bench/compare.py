@@ -21,9 +21,12 @@ Starts, one after another on this machine (never two at once), and drives each w
   builds it, Serve's defaults: its Python proxy, ``max_ongoing_requests`` 5 (:mod:`bench.tutorial_app`);
 * **(c)** ``fastapi``: plain FastAPI under uvicorn, one worker, no Ray (:mod:`bench.fastapi_app`).
 
-Requests of more than one digit are sent twice (``--encodings``): as JSON pixel lists, and as the
-``numpy.save()`` bytes of the uint8 batch (``Content-Type: application/x-npy``, the compact body for
-bulk clients) to (a) and (c); the tutorial's app (b) takes JSON only.
+Bodies (``--encodings``): JSON pixel lists to every server; for requests of more than one digit
+also the ``numpy.save()`` bytes of the uint8 batch (``Content-Type: application/x-npy``, the compact
+body for bulk clients) to (a) and (c); and the graph's gRPC API (``grpc``: ``mnist_serve.v1.Mnist/Predict``
+with the uint8 pixels as ``raw`` bytes) to (a), driven by :mod:`bench.grpc_load` at the same
+concurrency (a Python client: the table shows each load generator's own CPU use). The tutorial's
+app (b) takes JSON only.
 
 Each server answers one real request per body first (the labels are checked), then a 2 s warm-up,
 then ``--duration`` seconds per concurrency level. The raw model is timed in this process at batch 1
@@ -54,6 +57,7 @@ import numpy as np
 import requests
 
 from bench.wrk import WrkResult
+from serve_app.grpc_api import SERVICE_NAME
 
 SERVERS = ("graph", "tutorial", "fastapi")
 SERVER_LABELS = {
@@ -79,11 +83,14 @@ VARIANTS: dict[str, tuple[str | None, dict[str, str]]] = {
     "throughput-optimized": ("haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
 }
 DEFAULT_DIGITS = (1, 64)
-#: Request body encodings (``--encodings``): JSON pixel lists, or ``numpy.save()`` bytes. The
-#: ``.npy`` body is the compact body for bulk clients: it is sent only with more than one digit,
-#: and only to the servers that accept it (the tutorial's app takes JSON only).
-ENCODINGS = {"json": "application/json", "npy": "application/x-npy"}
-NPY_SERVERS = ("graph", "fastapi")
+#: Request body encodings (``--encodings``) and their content types: JSON pixel lists,
+#: ``numpy.save()`` bytes, or a gRPC ``PredictRequest`` with raw uint8 pixels.
+ENCODINGS = {"json": "application/json", "npy": "application/x-npy", "grpc": "application/grpc"}
+#: The servers that take each encoding. The ``.npy`` body is the compact HTTP body for bulk
+#: clients: it is sent only with more than one digit. Only the graph has a gRPC API.
+ENCODING_SERVERS = {"json": SERVERS, "npy": ("graph", "fastapi"), "grpc": ("graph",)}
+#: The gRPC method the ``grpc`` encoding calls.
+GRPC_PREDICT = f"/{SERVICE_NAME}/Predict"
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_DURATION_S = 8
 QUICK_DURATION_S = 2
@@ -123,6 +130,10 @@ def parse_variant(text: str) -> Variant:
     return Variant(text, env)
 
 
+#: How the table names a body encoding.
+ENCODING_WORDS = {"json": "JSON body", "npy": ".npy body", "grpc": "gRPC, raw bytes"}
+
+
 @dataclass(frozen=True)
 class Point:
     """One wrk run against one server with one body size."""
@@ -138,7 +149,7 @@ class Point:
         """The server's name in the table (with the variant, and the body when it is not JSON)."""
         base = SERVER_LABELS.get(self.server, self.server)
         label = base if self.variant == "default" else f"{base}, {self.variant}"
-        return label if self.encoding == "json" else f"{label}, .{self.encoding} body"
+        return f"{label}, {ENCODING_WORDS[self.encoding]}" if self.encoding != "json" else label
 
     @property
     def concurrency(self) -> int:
@@ -181,6 +192,11 @@ def higher_of(first: Mapping[int, float], second: Mapping[int, float]) -> dict[i
     return {key: max(first[key], second.get(key, 0.0)) for key in first}
 
 
+def format_cores(cores: float | None) -> str:
+    """A load generator's CPU use, e.g. ``0.12``; ``-`` when unknown."""
+    return "-" if cores is None else f"{cores:.2f}"
+
+
 def format_ratio(value: float | None) -> str:
     """``1.23x``, ``inf``, or ``-``."""
     if value is None:
@@ -204,11 +220,21 @@ def find_point(
     return None
 
 
+#: The encoding of (b) and (c) a graph point is compared with: its own, but JSON for gRPC (which
+#: only the graph serves), the way those servers take the same request.
+def reference_encoding(encoding: str) -> str:
+    """The other servers' encoding to compare a graph point of ``encoding`` with."""
+    return "json" if encoding == "grpc" else encoding
+
+
 def ratio_to(points: Sequence[Point], point: Point, server: str) -> float | None:
-    """``point``'s images/s over ``server``'s (default variant) at the same digits, body and concurrency."""
+    """``point``'s images/s over ``server``'s (default variant) at the same digits, body and concurrency.
+
+    gRPC points are compared with ``server``'s JSON point (:func:`reference_encoding`).
+    """
     if point.server == server:
         return None
-    other = find_point(points, server, point.digits, point.concurrency, encoding=point.encoding)
+    other = find_point(points, server, point.digits, point.concurrency, encoding=reference_encoding(point.encoding))
     return ratio(point.images_per_s, other.images_per_s) if other else None
 
 
@@ -216,8 +242,8 @@ def format_table(points: Sequence[Point], raw: Mapping[int, float]) -> str:
     """The benchmark's table, in Markdown: one row per point, then the raw model."""
     lines = [
         "| server | digits/request | concurrency | req/s | images/s | p50 ms | p99 ms | errors | vs (b) | vs (c) "
-        "| of raw model |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| of raw model | client cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for point in points:
         of_raw = ratio(point.images_per_s, raw[point.digits]) if point.digits in raw else None
@@ -225,11 +251,12 @@ def format_table(points: Sequence[Point], raw: Mapping[int, float]) -> str:
             f"| {point.label} | {point.digits} | {point.concurrency} | {point.ok_per_s:,.0f} | "
             f"{point.images_per_s:,.0f} | {point.result.p50_ms:.1f} | {point.result.p99_ms:.1f} | {point.errors} | "
             f"{format_ratio(ratio_to(points, point, 'tutorial'))} | {format_ratio(ratio_to(points, point, 'fastapi'))} "
-            f"| {'-' if of_raw is None else f'{of_raw:.1%}'} |"
+            f"| {'-' if of_raw is None else f'{of_raw:.1%}'} | {format_cores(point.result.client_cores)} |"
         )
     for batch, images_per_s in sorted(raw.items()):
         lines.append(
-            f"| raw model in-process, batch {batch} | {batch} | - | - | {images_per_s:,.0f} | - | - | - | - | - | - |"
+            f"| raw model in-process, batch {batch} | {batch} | - | - | {images_per_s:,.0f} | - | - | - | - | - | - "
+            "| - |"
         )
     return "\n".join(lines)
 
@@ -255,26 +282,35 @@ class Target:
 def evaluate_targets(points: Sequence[Point], raw: Mapping[int, float]) -> list[Target]:
     """The targets, for every graph variant measured.
 
-    * single digit at concurrency 32: the graph >= 1.0x (b) and >= 25 % of (c) (images/s, 2xx only);
+    * single digit at concurrency 32: the graph >= 1.0x (b) and >= 25 % of (c) (images/s, 2xx only),
+      over JSON, and over gRPC when measured (against the JSON figures of (b) and (c));
     * 64-digit requests: the graph's best images/s over the measured concurrencies >= 50 % of the
       raw model's in-process images/s at batch 64, once per body encoding measured.
     """
     targets: list[Target] = []
     variants = list(dict.fromkeys(p.variant for p in points if p.server == "graph"))
     for variant in variants:
-        graph = find_point(points, "graph", 1, 32, variant)
-        for server, threshold, wording in (("tutorial", 1.0, ">= 1.0x (b)"), ("fastapi", 0.25, ">= 25% of (c)")):
-            other = find_point(points, server, 1, 32)
-            measured = ratio(graph.images_per_s, other.images_per_s) if graph and other else None
-            detail = (
-                f"{graph.images_per_s:,.0f} vs {other.images_per_s:,.0f} images/s"
-                if graph and other
-                else "not measured"
-            )
-            targets.append(Target(variant, f"1 digit, concurrency 32: {wording}", measured, threshold, detail))
+        single = [p.encoding for p in points if p.server == "graph" and p.variant == variant and p.digits == 1]
+        for encoding in dict.fromkeys(["json", *single]):
+            targets += single_digit_targets(points, variant, encoding)
         bulk = [p for p in points if p.server == "graph" and p.variant == variant and p.digits == RAW_BATCH]
         for encoding in dict.fromkeys(["json", *(p.encoding for p in bulk)]):
             targets.append(bulk_target(variant, encoding, [p for p in bulk if p.encoding == encoding], raw))
+    return targets
+
+
+def single_digit_targets(points: Sequence[Point], variant: str, encoding: str) -> list[Target]:
+    """Single digits at concurrency 32 in one encoding: the graph vs (b) and vs (c)."""
+    graph = find_point(points, "graph", 1, 32, variant, encoding)
+    over = "" if encoding == "json" else f", {ENCODING_WORDS[encoding]}"
+    targets = []
+    for server, threshold, wording in (("tutorial", 1.0, ">= 1.0x (b)"), ("fastapi", 0.25, ">= 25% of (c)")):
+        other = find_point(points, server, 1, 32, encoding=reference_encoding(encoding))
+        measured = ratio(graph.images_per_s, other.images_per_s) if graph and other else None
+        detail = (
+            f"{graph.images_per_s:,.0f} vs {other.images_per_s:,.0f} images/s" if graph and other else "not measured"
+        )
+        targets.append(Target(variant, f"1 digit{over}, concurrency 32: {wording}", measured, threshold, detail))
     return targets
 
 
@@ -286,8 +322,7 @@ def bulk_target(variant: str, encoding: str, bulk: Sequence[Point], raw: Mapping
         detail = f"best {best.images_per_s:,.0f} images/s (concurrency {best.concurrency}) vs raw {raw[RAW_BATCH]:,.0f}"
     else:
         measured, detail = None, "not measured"
-    body = "JSON" if encoding == "json" else f".{encoding}"
-    name = f"{RAW_BATCH} digits, {body} body: >= 50% of the raw model at batch {RAW_BATCH}"
+    name = f"{RAW_BATCH} digits, {ENCODING_WORDS[encoding]}: >= 50% of the raw model at batch {RAW_BATCH}"
     return Target(variant, name, measured, 0.5, detail)
 
 
@@ -303,10 +338,15 @@ def format_targets(targets: Sequence[Target]) -> str:
 def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]], encoding: str = "json") -> bytes:
     """A body of ``digits`` real digits (the ten shipped ones, cycled).
 
-    ``{"image": [...]}`` as JSON bytes, or the uint8 (N, 28, 28) array as ``numpy.save()`` bytes
-    (``encoding="npy"``).
+    ``{"image": [...]}`` as JSON bytes, the uint8 (N, 28, 28) array as ``numpy.save()`` bytes
+    (``encoding="npy"``), or a serialised gRPC ``PredictRequest`` with those pixels as ``raw`` bytes
+    (``encoding="grpc"``).
     """
     images = [examples[i % len(examples)] for i in range(digits)]
+    if encoding == "grpc":
+        from serve_app.mnist_pb2 import PredictRequest
+
+        return PredictRequest(raw=np.asarray(images, dtype=np.uint8).tobytes()).SerializeToString()
     if encoding == "npy":
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(images, dtype=np.uint8), allow_pickle=False)
@@ -323,12 +363,12 @@ Body = tuple[bytes, list[int]]
 def request_bodies(
     digits: Sequence[int], encodings: Sequence[str], examples: Sequence[Sequence[Sequence[int]]], labels: Sequence[int]
 ) -> dict[tuple[int, str], Body]:
-    """Every (digits, encoding) body: JSON always, the other encodings for more than one digit (bulk)."""
+    """Every (digits, encoding) body: JSON and gRPC always, ``.npy`` for more than one digit (bulk)."""
     return {
         (count, encoding): (request_body(count, examples, encoding), expected_labels(count, labels))
         for count in digits
         for encoding in encodings
-        if encoding == "json" or count > 1
+        if encoding != "npy" or count > 1
     }
 
 
@@ -337,14 +377,14 @@ def expected_labels(digits: int, labels: Sequence[int]) -> list[int]:
     return [int(labels[i % len(labels)]) for i in range(digits)]
 
 
-def entry_port(details: Mapping[str, Any], app_name: str, proxies: bool = True) -> int | None:
-    """The port of the HTTP entry point Serve advertises for ``app_name`` (its ``target_groups``).
+def entry_port(details: Mapping[str, Any], app_name: str, proxies: bool = True, protocol: str = "HTTP") -> int | None:
+    """The port of the ``protocol`` (``HTTP`` or ``gRPC``) entry point Serve advertises for ``app_name``.
 
-    The app's own group when there is one (direct ingress: the Ingress replica's port), else (unless
-    ``proxies`` is false) the proxies' group (app name empty: Serve's proxy, or HAProxy); None when
-    none has a target.
+    From Serve's ``target_groups``: the app's own group when there is one (direct ingress: the
+    Ingress replica's port), else (unless ``proxies`` is false) the proxies' group (app name empty:
+    Serve's proxy, or HAProxy); None when none has a target.
     """
-    groups = [g for g in details.get("target_groups") or [] if g.get("protocol") == "HTTP" and g.get("targets")]
+    groups = [g for g in details.get("target_groups") or [] if g.get("protocol") == protocol and g.get("targets")]
     for wanted in (app_name, "") if proxies else (app_name,):
         for group in groups:
             if group.get("app_name", "") == wanted:
@@ -435,6 +475,27 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a server under test answers: its ``/predict`` URL, and its gRPC ``host:port`` if it has one."""
+
+    predict_url: str
+    grpc_target: str | None = None
+
+
+def check_grpc_answer(target: str, body: bytes, labels: list[int], timeout_s: float = 120) -> None:
+    """One gRPC ``Predict`` call with a serialised request; its labels must be the digits' true labels."""
+    import grpc
+
+    from serve_app.mnist_pb2 import PredictRequest, PredictResponse
+    from serve_app.mnist_pb2_grpc import MnistStub
+
+    with grpc.insecure_channel(target) as channel:
+        answer: PredictResponse = MnistStub(channel).Predict(PredictRequest.FromString(body), timeout=timeout_s)
+    if list(answer.predicted_label) != labels or len(answer.probabilities) != len(labels):
+        raise RuntimeError(f"{target} answered labels {list(answer.predicted_label)}, expected {labels}")
+
+
 def check_answer(
     url: str, body: bytes, labels: list[int], timeout_s: float = 120, content_type: str = "application/json"
 ) -> None:
@@ -449,23 +510,20 @@ def check_answer(
 def measure(
     server: str,
     variant: str,
-    url: str,
+    endpoints: Endpoints,
     bodies: Mapping[tuple[int, str], Body],
     concurrency: Sequence[int],
     duration_s: int,
 ) -> list[Point]:
     """Check, warm up and drive one server with every body it accepts at every concurrency."""
-    from bench.wrk import run_wrk
-
     points = []
     for (digits, encoding), (body, labels) in bodies.items():
-        if encoding != "json" and server not in NPY_SERVERS:
+        if server not in ENCODING_SERVERS[encoding]:
             continue
-        content_type = ENCODINGS[encoding]
-        check_answer(url, body, labels, content_type=content_type)
-        run_wrk(url, body, connections=8, duration_s=2, content_type=content_type)  # warm-up
+        drive = load_driver(endpoints, encoding, body, labels)
+        drive(8, 2)  # warm-up
         for connections in concurrency:
-            result = run_wrk(url, body, connections=connections, duration_s=duration_s, content_type=content_type)
+            result = drive(connections, duration_s)
             point = Point(server, variant, digits, result, encoding)
             _log(
                 f"  {point.label}: {digits} digit{'' if digits == 1 else 's'}, c={connections}: "
@@ -473,6 +531,24 @@ def measure(
             )
             points.append(point)
     return points
+
+
+def load_driver(
+    endpoints: Endpoints, encoding: str, body: bytes, labels: list[int]
+) -> Callable[[int, float], WrkResult]:
+    """Check one answer, then return ``drive(connections, seconds)``: wrk for HTTP, :mod:`bench.grpc_load` for gRPC."""
+    from bench.grpc_load import run_grpc_load
+    from bench.wrk import run_wrk
+
+    if encoding == "grpc":
+        if endpoints.grpc_target is None:
+            raise RuntimeError("this server has no gRPC API")
+        target = endpoints.grpc_target
+        check_grpc_answer(target, body, labels)
+        return lambda connections, seconds: run_grpc_load(target, GRPC_PREDICT, body, connections, seconds)
+    url, content_type = endpoints.predict_url, ENCODINGS[encoding]
+    check_answer(url, body, labels, content_type=content_type)
+    return lambda connections, seconds: run_wrk(url, body, connections, seconds, content_type=content_type)
 
 
 def bench_ray_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -483,13 +559,13 @@ def bench_ray_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def graph_server(variant: Variant) -> Iterator[str]:
-    """The whole graph on a local Ray with the variant's environment; yields its /predict URL."""
+def graph_server(variant: Variant) -> Iterator[Endpoints]:
+    """The whole graph on a local Ray with the variant's environment; yields its /predict URL and gRPC target."""
     from serve_app.config import APP_NAME
     from serve_app.local import http_port_of, load_serve_config, local_cluster
     from serve_app.ports import free_port
 
-    config = load_serve_config(http_port=free_port())
+    config = load_serve_config(http_port=free_port(), grpc_port=free_port())
     with local_cluster(
         config,
         dashboard_port=free_port(),
@@ -498,15 +574,19 @@ def graph_server(variant: Variant) -> Iterator[str]:
         ray_env=bench_ray_env(variant.env),
     ) as cluster:
         proxy_port = http_port_of(config)
-        port = wait_for_entry_port(
-            cluster.dashboard_url, cluster.dashboard.headers, expects_direct_ingress(variant.ray_env())
+        direct = expects_direct_ingress(variant.ray_env())
+        port = wait_for_entry_port(cluster.dashboard_url, cluster.dashboard.headers, direct)
+        grpc_port = wait_for_entry_port(cluster.dashboard_url, cluster.dashboard.headers, direct, protocol="gRPC")
+        _log(
+            f"graph [{variant.name}]: Serve's entry points for {APP_NAME!r}: HTTP port {port} (proxy: {proxy_port}), "
+            f"gRPC {grpc_port or cluster.grpc_target}"
         )
-        _log(f"graph [{variant.name}]: Serve's HTTP entry point for {APP_NAME!r} is port {port} (proxy: {proxy_port})")
-        yield f"http://127.0.0.1:{port or proxy_port}/predict"
+        grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else cluster.grpc_target
+        yield Endpoints(f"http://127.0.0.1:{port or proxy_port}/predict", grpc_target)
 
 
 def wait_for_entry_port(
-    dashboard_url: str, headers: Mapping[str, str], direct: bool, timeout_s: float = 60
+    dashboard_url: str, headers: Mapping[str, str], direct: bool, timeout_s: float = 60, protocol: str = "HTTP"
 ) -> int | None:
     """The graph's entry port from Serve's ``target_groups``; in direct-ingress mode, once the replica's is there."""
     from serve_app.config import APP_NAME
@@ -514,17 +594,18 @@ def wait_for_entry_port(
     deadline = time.monotonic() + timeout_s
     while True:
         details = requests.get(dashboard_url + "/api/serve/applications/", headers=dict(headers), timeout=30).json()
-        if not direct or entry_port(details, APP_NAME, proxies=False) is not None:
-            return entry_port(details, APP_NAME)
+        if not direct or entry_port(details, APP_NAME, proxies=False, protocol=protocol) is not None:
+            return entry_port(details, APP_NAME, protocol=protocol)
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"direct ingress: no HTTP target for {APP_NAME!r} after {timeout_s:g} s: {details.get('target_groups')}"
+                f"direct ingress: no {protocol} target for {APP_NAME!r} after {timeout_s:g} s: "
+                f"{details.get('target_groups')}"
             )
         time.sleep(1)
 
 
 @contextmanager
-def tutorial_server() -> Iterator[str]:
+def tutorial_server() -> Iterator[Endpoints]:
     """(b) on a local Ray behind Serve's own proxy (Serve's defaults, as the tutorial); yields its /predict URL."""
     from bench.tutorial_app import serve_config
     from serve_app.local import load_serve_config, local_cluster
@@ -534,17 +615,17 @@ def tutorial_server() -> Iterator[str]:
     with local_cluster(
         config, dashboard_port=free_port(), log_to_driver=False, http_entry="proxy", ray_env=bench_ray_env({})
     ) as cluster:
-        yield cluster.http_url + "/predict"
+        yield Endpoints(cluster.http_url + "/predict")
 
 
 @contextmanager
-def fastapi_reference() -> Iterator[str]:
+def fastapi_reference() -> Iterator[Endpoints]:
     """(c) under uvicorn in a subprocess; yields its /predict URL."""
     from bench.fastapi_app import fastapi_server
     from serve_app.ports import free_port
 
     with fastapi_server(free_port()) as url:
-        yield url + "/predict"
+        yield Endpoints(url + "/predict")
 
 
 def plot(points: Sequence[Point], raw: Mapping[int, float], path: Path) -> None:
@@ -620,8 +701,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for variant, start in runs:
             _log(f"starting {SERVER_LABELS[server]} [{variant}] ...")
-            with start() as url:
-                points += measure(server, variant, url, bodies, args.concurrency, args.duration)
+            with start() as endpoints:
+                points += measure(server, variant, endpoints, bodies, args.concurrency, args.duration)
             time.sleep(2)  # let the last server's processes go before the next one starts
     _log("timing the raw model in-process again ...")
     raw_after = time_raw_model(raw_model_images_per_s, batches)

@@ -8,6 +8,7 @@ figures as JSON, so nothing is scraped from wrk's human-readable report.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,8 @@ class WrkResult:
     max_ms: float
     errors: int
     non_2xx: int
+    #: CPU the load generator itself used, in cores (CPU seconds per second of the run); None if unknown.
+    client_cores: float | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -77,6 +80,7 @@ def run_wrk(
         script = Path(tmp) / "post.lua"
         script.write_text(_LUA % {"content_type": content_type, "body_path": body_path})
         threads = 1 if connections < 16 else 2
+        cpu_before = _children_cpu_s()
         completed = subprocess.run(
             [
                 wrk,
@@ -93,16 +97,25 @@ def run_wrk(
             check=True,
             timeout=duration_s + timeout_s + 30,
         )
+        client_cpu_s = _children_cpu_s() - cpu_before
     line = next(line for line in completed.stdout.splitlines() if line.startswith("WRK_JSON "))
     figures = json.loads(line.removeprefix("WRK_JSON "))
+    seconds = figures["duration_us"] / 1e6
     return WrkResult(
         connections=connections,
         requests=figures["requests"],
-        seconds=figures["duration_us"] / 1e6,
+        seconds=seconds,
         p50_ms=figures["p50_us"] / 1000,
         p90_ms=figures["p90_us"] / 1000,
         p99_ms=figures["p99_us"] / 1000,
         max_ms=figures["max_us"] / 1000,
         errors=figures["connect"] + figures["read"] + figures["write"] + figures["timeout"],
         non_2xx=figures["status"],
+        client_cores=client_cpu_s / seconds if seconds else None,
     )
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process's waited-for children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

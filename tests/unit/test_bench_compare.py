@@ -53,7 +53,7 @@ def test_defaults_are_the_issue_s_grid():
     args = parse_args([])
     assert args.servers == ["graph", "tutorial", "fastapi"]
     assert args.digits == [1, 64]
-    assert args.encodings == ["json", "npy"]
+    assert args.encodings == ["json", "npy", "grpc"]
     assert args.concurrency == list(DEFAULT_CONCURRENCY) == [1, 8, 32, 64]
     assert args.duration == 8
     assert [v.name for v in args.variants] == ["default"] and args.variants[0].env == {}
@@ -147,13 +147,13 @@ def test_table_ratios_are_to_b_and_c_at_the_same_digits_and_concurrency():
     table = format_table(points, {1: 4000.0, 64: 12800.0})
     lines = table.splitlines()
     assert lines[0].startswith("| server | digits/request | concurrency | req/s | images/s | p50 ms | p99 ms | errors")
-    assert "| (a) whole graph | 1 | 32 | 100 | 100 | 5.0 | 20.0 | 0 | 2.00x | 0.25x | 2.5% |" in lines
+    assert "| (a) whole graph | 1 | 32 | 100 | 100 | 5.0 | 20.0 | 0 | 2.00x | 0.25x | 2.5% | - |" in lines
     tutorial = "| (b) tutorial app: Serve's proxy, max_ongoing_requests 5 |"
-    assert f"{tutorial} 1 | 32 | 50 | 50 | 5.0 | 20.0 | 0 | - | 0.12x | 1.2% |" in lines
-    assert "| (c) FastAPI/uvicorn | 1 | 32 | 400 | 400 | 5.0 | 20.0 | 0 | 8.00x | - | 10.0% |" in lines
+    assert f"{tutorial} 1 | 32 | 50 | 50 | 5.0 | 20.0 | 0 | - | 0.12x | 1.2% | - |" in lines
+    assert "| (c) FastAPI/uvicorn | 1 | 32 | 400 | 400 | 5.0 | 20.0 | 0 | 8.00x | - | 10.0% | - |" in lines
     # no (b) or (c) at 64 digits: no ratio; 10 req/s x 64 = 640 images/s = 5 % of the raw model
-    assert "| (a) whole graph | 64 | 32 | 10 | 640 | 5.0 | 20.0 | 0 | - | - | 5.0% |" in lines
-    assert "| raw model in-process, batch 64 | 64 | - | - | 12,800 | - | - | - | - | - | - |" in lines
+    assert "| (a) whole graph | 64 | 32 | 10 | 640 | 5.0 | 20.0 | 0 | - | - | 5.0% | - |" in lines
+    assert "| raw model in-process, batch 64 | 64 | - | - | 12,800 | - | - | - | - | - | - | - |" in lines
 
 
 def test_npy_points_are_compared_with_npy_points_only():
@@ -164,9 +164,9 @@ def test_npy_points_are_compared_with_npy_points_only():
         _point("fastapi", 64, 8, 800, encoding="npy"),
     ]
     lines = format_table(points, {64: 12800.0}).splitlines()
-    assert "| (a) whole graph, .npy body | 64 | 8 | 20 | 1,280 | 5.0 | 20.0 | 0 | - | 0.25x | 10.0% |" in lines
-    assert "| (c) FastAPI/uvicorn, .npy body | 64 | 8 | 80 | 5,120 | 5.0 | 20.0 | 0 | - | - | 40.0% |" in lines
-    assert "| (a) whole graph | 64 | 8 | 10 | 640 | 5.0 | 20.0 | 0 | - | 0.25x | 5.0% |" in lines
+    assert "| (a) whole graph, .npy body | 64 | 8 | 20 | 1,280 | 5.0 | 20.0 | 0 | - | 0.25x | 10.0% | - |" in lines
+    assert "| (c) FastAPI/uvicorn, .npy body | 64 | 8 | 80 | 5,120 | 5.0 | 20.0 | 0 | - | - | 40.0% | - |" in lines
+    assert "| (a) whole graph | 64 | 8 | 10 | 640 | 5.0 | 20.0 | 0 | - | 0.25x | 5.0% | - |" in lines
 
 
 # --- targets -----------------------------------------------------------------------------------------
@@ -241,8 +241,8 @@ def test_npy_bodies_are_the_same_digits_as_uint8_arrays():
 
 def test_npy_bodies_only_for_bulk_requests():
     digits = [[[i] * 28] * 28 for i in range(10)]
-    bodies = request_bodies([1, 64], ["json", "npy"], digits, list(range(10)))
-    assert set(bodies) == {(1, "json"), (64, "json"), (64, "npy")}
+    bodies = request_bodies([1, 64], ["json", "npy", "grpc"], digits, list(range(10)))
+    assert set(bodies) == {(1, "json"), (64, "json"), (64, "npy"), (1, "grpc"), (64, "grpc")}
     body, labels = bodies[(64, "npy")]
     assert labels == expected_labels(64, list(range(10))) and body.startswith(b"\x93NUMPY")
 
@@ -278,3 +278,57 @@ def test_which_environments_serve_from_the_replica_s_own_port():
 def test_pythonpath_puts_the_root_first_once():
     assert with_pythonpath(None, "/repo") == "/repo"
     assert with_pythonpath(f"/a{os.pathsep}/repo", "/repo") == f"/repo{os.pathsep}/a"
+
+
+# --- gRPC ---------------------------------------------------------------------------------------------
+
+
+def test_grpc_bodies_are_predict_requests_of_the_same_raw_digits():
+    from serve_app.mnist_pb2 import PredictRequest
+
+    digits = [[[i] * 28] * 28 for i in range(10)]
+    message = PredictRequest.FromString(request_body(64, digits, "grpc"))
+    assert message.WhichOneof("pixels") == "raw"
+    pixels = np.frombuffer(message.raw, dtype=np.uint8).reshape(64, 28, 28)
+    assert pixels[13].tolist() == digits[3]
+
+
+def test_grpc_points_are_compared_with_the_json_points_of_b_and_c():
+    points = [
+        _point("graph", 1, 32, 3000, encoding="grpc"),
+        _point("tutorial", 1, 32, 1000),
+        _point("fastapi", 1, 32, 4000),
+    ]
+    lines = format_table(points, {}).splitlines()
+    assert "| (a) whole graph, gRPC, raw bytes | 1 | 32 | 300 | 300 | 5.0 | 20.0 | 0 | 3.00x | 0.75x | - | - |" in lines
+    targets = {t.name: t for t in evaluate_targets(points, {})}
+    assert targets["1 digit, gRPC, raw bytes, concurrency 32: >= 1.0x (b)"].measured == pytest.approx(3.0)
+    assert targets["1 digit, gRPC, raw bytes, concurrency 32: >= 25% of (c)"].verdict == "PASS"
+    assert targets["1 digit, concurrency 32: >= 1.0x (b)"].verdict == "n/a"  # no JSON point of the graph
+
+
+def test_the_table_shows_each_load_generator_s_cpu():
+    point = _point("graph", 1, 8, 100)
+    point = Point("graph", "default", 1, WrkResult(**{**vars(point.result), "client_cores": 0.234}), "json")
+    assert format_table([point], {}).splitlines()[2].endswith("| 0.23 |")
+
+
+def test_grpc_load_summary_counts_transport_failures_apart_from_refusals():
+    from bench.grpc_load import summarise
+
+    codes = ["OK"] * 6 + ["UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT"]
+    figures = summarise([0.001 * (i + 1) for i in range(10)], codes, seconds=2.0, connections=4, cpu_s=0.5)
+    # answered calls (refusals included), as wrk counts requests; transport failures apart
+    assert figures["requests"] == 8 and figures["errors"] == 2 and figures["non_2xx"] == 2
+    assert figures["p50_ms"] == pytest.approx(5.5) and figures["max_ms"] == pytest.approx(10.0)
+    assert figures["client_cores"] == pytest.approx(0.25)
+    result = WrkResult(**figures)
+    point = Point("graph", "default", 1, result, "grpc")
+    assert point.ok_per_s == pytest.approx(3.0) and point.errors == 4  # 6 OK in 2 s; 2 refused + 2 failed
+
+
+def test_grpc_load_summary_of_no_calls_is_zeros():
+    from bench.grpc_load import summarise
+
+    figures = summarise([], [], seconds=0.0, connections=1, cpu_s=0.0)
+    assert figures["requests"] == 0 and figures["p99_ms"] == 0.0 and figures["client_cores"] == 0.0
