@@ -77,3 +77,19 @@ def test_the_service_type_is_a_value():
 def test_the_message_limit_is_a_value():
     for template in pod_templates(rayservice_of(render_chart({"serve": {"grpc": {"maxMessageBytes": 1048576}}}))):
         assert ray_container_env(template)[GRPC_MAX_MESSAGE_ENV] == "1048576"
+
+
+def test_helm_test_classifies_the_shipped_digit_over_grpc_too():
+    pods = {o["metadata"]["name"]: o for o in objects_of(render_chart({}), "Pod")}
+    pod = pods["mnist-serve-test-grpc"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GRPC_TARGET"] == f"mnist-serve-grpc.serving.svc.cluster.local:{FILE_GRPC_OPTIONS['port']}"
+    assert "mnist_pb2_grpc.MnistStub" in container["args"][0]
+    # the stubs are in the app image only: a helmTest.image override does not apply to this pod
+    other = {o["metadata"]["name"]: o for o in objects_of(render_chart({"helmTest": {"image": "python:3.11"}}), "Pod")}
+    assert other["mnist-serve-test-grpc"]["spec"]["containers"][0]["image"] == container["image"]
+    assert "mnist-serve-test-grpc" not in {
+        o["metadata"]["name"] for o in objects_of(render_chart({"serve": {"grpc": {"enabled": False}}}), "Pod")
+    }

@@ -65,6 +65,7 @@ def test_grpc_service_classifies_real_digits(ready: Release) -> None:
 def test_helm_test_classifies_the_test_digit(ready: Release) -> None:
     output = helm("test", ready.name, "--namespace", ready.namespace, "--logs", "--timeout", "10m")
     assert "classified the test digit as [7]" in output, output[-2000:]
+    assert "gRPC Predict classified the test digit as [7]" in output, output[-2000:]
 
 
 def test_serve_config_only_upgrade_under_load_fails_no_request(ready: Release, digit_body: bytes) -> None:
