@@ -57,7 +57,7 @@ import numpy as np
 import requests
 
 from bench.wrk import WrkResult
-from serve_app.grpc_api import SERVICE_NAME
+from serve_app.grpc_api import SERVICE_NAME, call_metadata
 
 SERVERS = ("graph", "tutorial", "fastapi")
 SERVER_LABELS = {
@@ -491,7 +491,8 @@ def check_grpc_answer(target: str, body: bytes, labels: list[int], timeout_s: fl
     from serve_app.mnist_pb2_grpc import MnistStub
 
     with grpc.insecure_channel(target) as channel:
-        answer: PredictResponse = MnistStub(channel).Predict(PredictRequest.FromString(body), timeout=timeout_s)
+        request = PredictRequest.FromString(body)
+        answer: PredictResponse = MnistStub(channel).Predict(request, timeout=timeout_s, metadata=call_metadata())
     if list(answer.predicted_label) != labels or len(answer.probabilities) != len(labels):
         raise RuntimeError(f"{target} answered labels {list(answer.predicted_label)}, expected {labels}")
 
@@ -545,7 +546,10 @@ def load_driver(
             raise RuntimeError("this server has no gRPC API")
         target = endpoints.grpc_target
         check_grpc_answer(target, body, labels)
-        return lambda connections, seconds: run_grpc_load(target, GRPC_PREDICT, body, connections, seconds)
+        metadata = call_metadata()
+        return lambda connections, seconds: run_grpc_load(
+            target, GRPC_PREDICT, body, connections, seconds, 10, metadata
+        )
     url, content_type = endpoints.predict_url, ENCODINGS[encoding]
     check_answer(url, body, labels, content_type=content_type)
     return lambda connections, seconds: run_wrk(url, body, connections, seconds, content_type=content_type)

@@ -58,7 +58,15 @@ def summarise(
     }
 
 
-async def drive(target: str, method: str, body: bytes, connections: int, duration_s: float, timeout_s: float) -> dict:
+async def drive(
+    target: str,
+    method: str,
+    body: bytes,
+    connections: int,
+    duration_s: float,
+    timeout_s: float,
+    metadata: Sequence[tuple[str, str]] = (),
+) -> dict:
     """``connections`` channels, one call in flight each, for ``duration_s``; the summary of the run."""
     import grpc
 
@@ -71,7 +79,7 @@ async def drive(target: str, method: str, body: bytes, connections: int, duratio
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                await call(body, timeout=timeout_s)
+                await call(body, timeout=timeout_s, metadata=tuple(metadata))
                 code = "OK"
             except grpc.aio.AioRpcError as error:
                 code = error.code().name
@@ -89,9 +97,15 @@ async def drive(target: str, method: str, body: bytes, connections: int, duratio
 
 
 def run_grpc_load(
-    target: str, method: str, body: bytes, connections: int, duration_s: float, timeout_s: float = 10
+    target: str,
+    method: str,
+    body: bytes,
+    connections: int,
+    duration_s: float,
+    timeout_s: float = 10,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> WrkResult:
-    """Drive ``method`` at ``target`` with ``body`` from a subprocess; the run's figures."""
+    """Drive ``method`` at ``target`` with ``body`` (and call ``metadata``) from a subprocess; the run's figures."""
     with tempfile.TemporaryDirectory(prefix="grpc-load-") as tmp:
         body_path = Path(tmp) / "request.bin"
         body_path.write_bytes(body)
@@ -112,6 +126,7 @@ def run_grpc_load(
                 str(duration_s),
                 "--timeout",
                 str(timeout_s),
+                *(f"--metadata={key}={value}" for key, value in metadata),
             ],
             capture_output=True,
             text=True,
@@ -131,9 +146,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    parser.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="call metadata (repeatable)"
+    )
     args = parser.parse_args(argv)
+    metadata = [tuple(item.split("=", 1)) for item in args.metadata]
+    body = args.body_file.read_bytes()
     figures = asyncio.run(
-        drive(args.target, args.method, args.body_file.read_bytes(), args.connections, args.duration, args.timeout)
+        drive(args.target, args.method, body, args.connections, args.duration, args.timeout, metadata)
     )
     print(json.dumps(figures))
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.config import REPO_ROOT
+from serve_app.config import APP_NAME, REPO_ROOT
 from serve_app.errors import InvalidInputError, PayloadTooLargeError
 from serve_app.inputs import decode_images
 from serve_app.mnist_pb2 import (
@@ -40,6 +40,10 @@ SERVICER_FUNCTION = "serve_app.mnist_pb2_grpc.add_MnistServicer_to_server"
 SERVICE_NAME = "mnist_serve.v1.Mnist"
 #: The gRPC metadata key that chooses a model (Serve's multiplexing key).
 MODEL_METADATA_KEY = "multiplexed_model_id"
+#: The gRPC metadata key that names the Serve application. Serve routes a call without it only
+#: while the cluster has exactly one application with a gRPC ingress (HAProxy keeps a deleted
+#: application's backend for some seconds, during which such calls get NOT_FOUND): clients name it.
+APPLICATION_METADATA_KEY = "application"
 PIXELS_PER_IMAGE = 28 * 28
 #: Serve 2.60 reads the largest gRPC message its ingress servers accept from this variable when
 #: its processes start (its default: 2 GiB). The local run and the chart set it to
@@ -47,6 +51,12 @@ PIXELS_PER_IMAGE = 28 * 28
 #: message is refused (RESOURCE_EXHAUSTED) before it is held in the Ingress's memory.
 GRPC_MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 DEFAULT_GRPC_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def call_metadata(model_id: str | None = None, application: str = APP_NAME) -> list[tuple[str, str]]:
+    """The metadata of a call: the application it is for and, when given, the model that should answer."""
+    metadata = [(APPLICATION_METADATA_KEY, application)]
+    return [*metadata, (MODEL_METADATA_KEY, model_id)] if model_id else metadata
 
 
 def _images_from_flat(values: np.ndarray, kind: str, max_images: int) -> np.ndarray:

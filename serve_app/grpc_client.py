@@ -16,7 +16,10 @@ In your own code::
     from serve_app import mnist_pb2_grpc
 
     stub = mnist_pb2_grpc.MnistStub(grpc.insecure_channel("localhost:9000"))
-    answer = stub.Predict(mnist_pb2.PredictRequest(raw=pixels_uint8.tobytes()))   # N x 28 x 28
+    answer = stub.Predict(
+        mnist_pb2.PredictRequest(raw=pixels_uint8.tobytes()),   # N x 28 x 28
+        metadata=[("application", "mnist")],                     # + ("multiplexed_model_id", ...) for a model
+    )
     answer.predicted_label, answer.model_id
 """
 
@@ -31,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from serve_app import mnist_pb2
+from serve_app.config import APP_NAME
 from serve_app.errors import ServeAppError
-from serve_app.grpc_api import MODEL_METADATA_KEY
+from serve_app.grpc_api import call_metadata
 
 DEFAULT_TARGET = "localhost:9000"
 #: The biggest batch this client reads; the service refuses more than its own max_batch_images.
@@ -73,12 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", type=Path, help="PNG/JPEG digits or JSON bodies ({'image': [...]})")
     parser.add_argument("--target", default=DEFAULT_TARGET, help=f"host:port of the gRPC API ({DEFAULT_TARGET})")
     parser.add_argument("--model", default=None, help="model id (default: the service's default model)")
+    parser.add_argument("--application", default=APP_NAME, help=f"the Serve application ({APP_NAME})")
     parser.add_argument("--list-models", action="store_true", help="list the models instead of classifying")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (the first call may start a replica)")
     args = parser.parse_args(argv)
     if not args.files and not args.list_models:
         parser.error("give digit files to classify, or --list-models")
-    metadata = [(MODEL_METADATA_KEY, args.model)] if args.model else []
+    metadata = call_metadata(args.model, args.application)
     try:
         request = None if args.list_models else predict_request(read_digits(args.files))
     except (OSError, ServeAppError) as error:
@@ -88,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stub = mnist_pb2_grpc.MnistStub(channel)
         try:
             if request is None:
-                answer = stub.ListModels(mnist_pb2.ListModelsRequest(), timeout=args.timeout)
+                answer = stub.ListModels(mnist_pb2.ListModelsRequest(), timeout=args.timeout, metadata=metadata)
             else:
                 answer = stub.Predict(request, timeout=args.timeout, metadata=metadata)
         except grpc.RpcError as error:

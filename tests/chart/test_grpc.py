@@ -7,7 +7,7 @@ import importlib
 
 import yaml
 
-from serve_app.config import SERVE_CONFIG_PATH
+from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
 from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV, SERVICER_FUNCTION
 
 from .conftest import objects_of, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
@@ -86,6 +86,7 @@ def test_helm_test_classifies_the_shipped_digit_over_grpc_too():
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["GRPC_TARGET"] == f"mnist-serve-grpc.serving.svc.cluster.local:{FILE_GRPC_OPTIONS['port']}"
+    assert env["SERVE_APPLICATION"] == APP_NAME
     assert "mnist_pb2_grpc.MnistStub" in container["args"][0]
     # the stubs are in the app image only: a helmTest.image override does not apply to this pod
     other = {o["metadata"]["name"]: o for o in objects_of(render_chart({"helmTest": {"image": "python:3.11"}}), "Pod")}

@@ -196,13 +196,15 @@ def classify_examples_over_grpc(target: str, timeout_s: float = 120) -> None:
     import numpy as np
 
     from serve_app import mnist_pb2, mnist_pb2_grpc
+    from serve_app.grpc_api import call_metadata
 
     images = np.asarray(json.loads((DIGITS_DIR / "digits-10.json").read_text())["image"], dtype=np.uint8)
     with grpc.insecure_channel(target) as channel:
         stub = mnist_pb2_grpc.MnistStub(channel)
-        answer = stub.Predict(mnist_pb2.PredictRequest(raw=images.tobytes()), timeout=timeout_s)
+        request = mnist_pb2.PredictRequest(raw=images.tobytes())
+        answer = stub.Predict(request, timeout=timeout_s, metadata=call_metadata())
         assert list(answer.predicted_label) == expected_labels(), answer
-        models = stub.ListModels(mnist_pb2.ListModelsRequest(), timeout=timeout_s)
+        models = stub.ListModels(mnist_pb2.ListModelsRequest(), timeout=timeout_s, metadata=call_metadata())
         assert models.default_model_id in {model.model_id for model in models.models}, models
 
 

@@ -15,6 +15,7 @@ from serve_app.errors import InvalidInputError, PayloadTooLargeError
 from serve_app.grpc_api import (
     PIXELS_PER_IMAGE,
     STUB_NAMES,
+    call_metadata,
     generate_stubs,
     models_response,
     predict_response,
@@ -117,3 +118,9 @@ def test_the_committed_stubs_are_generated_from_the_proto(tmp_path):
             f"{path.name} is stale: python -m serve_app.grpc_api --generate"
         )
     assert [p.name for p in generated] == list(STUB_NAMES)
+
+
+def test_calls_name_the_application_and_optionally_the_model():
+    assert call_metadata() == [("application", "mnist")]
+    assert call_metadata("mnist-cnn-small") == [("application", "mnist"), ("multiplexed_model_id", "mnist-cnn-small")]
+    assert call_metadata(application="other") == [("application", "other")]
