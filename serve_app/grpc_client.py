@@ -13,7 +13,7 @@ are 0-255 and as ``scaled`` floats when they are in [0, 1]. Prints the answer as
 In your own code::
 
     import grpc
-    from serve_app import mnist_pb2_grpc
+    from serve_app import mnist_pb2, mnist_pb2_grpc
 
     stub = mnist_pb2_grpc.MnistStub(grpc.insecure_channel("localhost:9000"))
     answer = stub.Predict(

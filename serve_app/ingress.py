@@ -460,10 +460,9 @@ class Ingress:
         model_id, outcome = "unknown", HTTPStatus.INTERNAL_SERVER_ERROR
         try:
             model_id = self._resolve_model()
-            if request.ByteSize() > self.args.max_body_bytes:
-                raise PayloadTooLargeError(
-                    f"message of {request.ByteSize()} bytes exceeds the limit of {self.args.max_body_bytes}"
-                )
+            size = request.ByteSize()
+            if size > self.args.max_body_bytes:
+                raise PayloadTooLargeError(f"message of {size} bytes exceeds the limit of {self.args.max_body_bytes}")
             answer = await self._classify(request_pixels(request, self.args.max_batch_images), model_id)
             outcome = HTTPStatus.OK
             return predict_response(answer)
