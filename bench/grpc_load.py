@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.compare import with_pythonpath
 from bench.wrk import WrkResult
+from serve_app.config import REPO_ROOT
 
 #: Status codes counted as transport failures (wrk's socket errors and timeouts); others are non-OK answers.
 TRANSPORT_FAILURES = ("DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED")
@@ -87,7 +89,10 @@ async def drive(
             codes.append(code)
 
     try:
-        await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), timeout=timeout_s)
+        except TimeoutError:
+            raise SystemExit(f"cannot connect to {target} within {timeout_s:g} s") from None
         cpu_before, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(client(channel, started + duration_s) for channel in channels))
         seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_before
@@ -132,7 +137,8 @@ def run_grpc_load(
             text=True,
             check=True,
             timeout=duration_s + timeout_s + 60,
-            env=os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))},
+            # the repository first, so the subprocess imports bench wherever it was started from
+            env=os.environ | {"PYTHONPATH": with_pythonpath(os.environ.get("PYTHONPATH"), str(REPO_ROOT))},
         )
     return WrkResult(**json.loads(completed.stdout.strip().splitlines()[-1]))
 

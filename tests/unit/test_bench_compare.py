@@ -332,3 +332,14 @@ def test_grpc_load_summary_of_no_calls_is_zeros():
 
     figures = summarise([], [], seconds=0.0, connections=1, cpu_s=0.0)
     assert figures["requests"] == 0 and figures["p99_ms"] == 0.0 and figures["client_cores"] == 0.0
+
+
+def test_grpc_load_says_when_it_cannot_connect():
+    import subprocess
+
+    from bench.grpc_load import run_grpc_load
+    from serve_app.ports import free_port
+
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        run_grpc_load(f"127.0.0.1:{free_port()}", "/mnist_serve.v1.Mnist/Predict", b"", 1, 1.0, timeout_s=1)
+    assert "cannot connect to 127.0.0.1:" in caught.value.stderr
