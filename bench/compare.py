@@ -220,10 +220,11 @@ def find_point(
     return None
 
 
-#: The encoding of (b) and (c) a graph point is compared with: its own, but JSON for gRPC (which
-#: only the graph serves), the way those servers take the same request.
 def reference_encoding(encoding: str) -> str:
-    """The other servers' encoding to compare a graph point of ``encoding`` with."""
+    """The encoding of (b) and (c) to compare a graph point of ``encoding`` with.
+
+    Its own, but JSON for gRPC, which only the graph serves: the way those servers take the same request.
+    """
     return "json" if encoding == "grpc" else encoding
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from serve_app.config import APP_NAME, REPO_ROOT
-from serve_app.errors import InvalidInputError, PayloadTooLargeError
+from serve_app.errors import InvalidInputError
 from serve_app.inputs import decode_images
 from serve_app.mnist_pb2 import (
     ListModelsResponse,
@@ -59,8 +59,11 @@ def call_metadata(model_id: str | None = None, application: str = APP_NAME) -> l
     return [*metadata, (MODEL_METADATA_KEY, model_id)] if model_id else metadata
 
 
-def _images_from_flat(values: np.ndarray, kind: str, max_images: int) -> np.ndarray:
-    """N * 784 pixel values -> (N, 28, 28), refusing a count that is not whole digits or too large."""
+def _images_from_flat(values: np.ndarray, kind: str) -> np.ndarray:
+    """N * 784 pixel values -> (N, 28, 28) (a view), refusing none and a count that is not whole digits.
+
+    The batch size is checked by :func:`~serve_app.inputs.decode_images`, as for the HTTP API.
+    """
     if values.size == 0:
         raise InvalidInputError(f"'{kind}' is empty; send at least one digit of {PIXELS_PER_IMAGE} pixels")
     if values.size % PIXELS_PER_IMAGE:
@@ -68,13 +71,7 @@ def _images_from_flat(values: np.ndarray, kind: str, max_images: int) -> np.ndar
             f"'{kind}' holds {values.size} pixels, not a whole number of 28x28 digits "
             f"({PIXELS_PER_IMAGE} pixels each, row-major)"
         )
-    count = values.size // PIXELS_PER_IMAGE
-    if count > max_images:
-        raise PayloadTooLargeError(
-            f"batch of {count} images exceeds this service's maximum of {max_images} per request; "
-            "split it into smaller requests"
-        )
-    return values.reshape(count, 28, 28)
+    return values.reshape(values.size // PIXELS_PER_IMAGE, 28, 28)
 
 
 def request_pixels(request: PredictRequest, max_images: int) -> np.ndarray:
@@ -85,10 +82,10 @@ def request_pixels(request: PredictRequest, max_images: int) -> np.ndarray:
     which = request.WhichOneof("pixels")
     if which == "raw":
         flat = np.frombuffer(request.raw, dtype=np.uint8)
-        return decode_images(_images_from_flat(flat, "raw", max_images), "uint8", max_images)
+        return decode_images(_images_from_flat(flat, "raw"), "uint8", max_images)
     if which == "scaled":
         flat = np.asarray(request.scaled.values, dtype=np.float32)
-        return decode_images(_images_from_flat(flat, "scaled", max_images), "unit", max_images)
+        return decode_images(_images_from_flat(flat, "scaled"), "unit", max_images)
     raise InvalidInputError(
         "PredictRequest has no pixels; set 'raw' (uint8 bytes, 784 per digit) or 'scaled' (floats in [0, 1])"
     )
