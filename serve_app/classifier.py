@@ -14,13 +14,16 @@
   ``max_images_per_model_call`` images (``user_config``): on a CPU one call of thousands of
   images runs at half the images/s of calls of 128 (``python -m bench.model_batch``).
 * **Device.** CUDA when the replica was given a GPU share (``num_gpus`` > 0, fractions
-  too) and CUDA works; the CPU otherwise.
+  too), the CPU when it was given none. A share without working CUDA fails the replica's start
+  with what to check (driver, RuntimeClass), unless the pod declares its GPUs simulated
+  (``MNIST_SERVE_SIMULATED_GPUS=1``: the chart's ``workerGroups.gpu.simulateGpus``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -34,7 +37,7 @@ from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
 from serve_app.config import DEFAULT_MAX_IMAGES_PER_MODEL_CALL, BatchingConfig, ClassifierUserConfig
 from serve_app.latency import RollingLatency
 from serve_app.metrics import classifier_metrics
-from serve_app.model import load_model, predict, select_device
+from serve_app.model import gpus_simulated, load_model, predict, select_device
 from serve_app.store import ModelCacheTracker, ModelStore
 
 logger = logging.getLogger("ray.serve")
@@ -62,7 +65,7 @@ class Classifier:
         if len(preload) > max_models_per_replica:
             raise ValueError(f"preload {list(preload)} holds more models than max_models_per_replica")
         self.store = ModelStore(model_store)
-        self.device = select_device(ray.get_gpu_ids(), torch.cuda.is_available())
+        self.device = select_device(ray.get_gpu_ids(), torch.cuda.is_available(), gpus_simulated(os.environ))
         self.batching = _DEFAULT_BATCHING
         self.max_images_per_model_call = DEFAULT_MAX_IMAGES_PER_MODEL_CALL
         self.cache = ModelCacheTracker(max_models_per_replica)

@@ -13,6 +13,7 @@ Model input contract: float32 tensors of shape (N, 1, 28, 28), normalised as
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,15 +106,42 @@ def predict(model: torch.nn.Module, images: torch.Tensor, max_images_per_call: i
     return Prediction(labels=probabilities.argmax(axis=1), probabilities=probabilities)
 
 
-def select_device(gpu_ids: list[Any], cuda_available: bool) -> torch.device:
-    """CUDA when this process was given a GPU share and CUDA works, the CPU otherwise.
+#: Set to ``1`` where Ray advertises GPUs that the pod does not have (the chart's
+#: ``workerGroups.gpu.simulateGpus``, the local test clusters): a GPU share then runs on the CPU.
+SIMULATED_GPUS_ENV = "MNIST_SERVE_SIMULATED_GPUS"
+
+
+class CudaUnavailableError(RuntimeError):
+    """A replica was given a GPU share, but CUDA does not work in its process."""
+
+
+def select_device(gpu_ids: list[Any], cuda_available: bool, gpus_simulated: bool = False) -> torch.device:
+    """CUDA when this process was given a GPU share, the CPU when it was given none.
 
     ``gpu_ids`` is what ``ray.get_gpu_ids()`` returns inside a replica: empty when the
-    replica's ``num_gpus`` is 0, non-empty for any positive (also fractional) share.
+    replica's ``num_gpus`` is 0, non-empty for any positive (also fractional) share. A share
+    without working CUDA is refused (:class:`CudaUnavailableError`), so a GPU pod whose driver or
+    runtime is missing fails its replicas loudly instead of serving on the CPU unnoticed, unless
+    the GPUs are declared simulated (``gpus_simulated``, from :data:`SIMULATED_GPUS_ENV`).
     """
-    if gpu_ids and cuda_available:
+    if not gpu_ids:
+        return torch.device("cpu")
+    if cuda_available:
         return torch.device("cuda")
-    return torch.device("cpu")
+    if gpus_simulated:
+        return torch.device("cpu")
+    raise CudaUnavailableError(
+        f"this replica was given GPU {list(gpu_ids)} but CUDA is unavailable "
+        f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}): the pod has no usable NVIDIA "
+        "driver. Check that the node's driver supports this CUDA version (nvidia-smi), and that the pod "
+        "runs with the NVIDIA container runtime (workerGroups.gpu.runtimeClassName, e.g. nvidia). On a "
+        f"cluster without GPUs use workerGroups.gpu.simulateGpus=true (sets {SIMULATED_GPUS_ENV}=1)."
+    )
+
+
+def gpus_simulated(environ: Mapping[str, str]) -> bool:
+    """Whether :data:`SIMULATED_GPUS_ENV` declares this process's GPUs simulated."""
+    return environ.get(SIMULATED_GPUS_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def model_dir(model_id: str, models_dir: Path = MODELS_DIR) -> Path:

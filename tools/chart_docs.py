@@ -3,9 +3,11 @@
     python -m tools.chart_docs            # rewrite the README
     python -m tools.chart_docs --check    # exit 1 if the README is out of date (a test runs this)
 
-A comment ``# -- text`` documents the key on the next line; following ``#`` lines continue it.
-Every leaf value (and every map or list that has a ``# --`` comment) becomes a table row with
-its dotted key, type, default and description. The README's prose comes from README.md.tmpl,
+A comment ``# -- text`` documents the key on the next line; following ``#`` lines continue it,
+except ``# @upgrade <class>``, which says what ``helm upgrade`` does when the value changes (one of
+:data:`UPGRADE_CLASSES`; a chart test checks each against the rendered objects). Every leaf value
+(and every map or list that has a ``# --`` comment) becomes a table row with its dotted key, type,
+default, upgrade class and description. The README's prose comes from README.md.tmpl,
 where ``{{ values_table }}`` marks the table's place.
 """
 
@@ -25,6 +27,9 @@ CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "mnist-serve"
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.\-\"/]+):(?P<rest>.*)$")
 DOC_START = re.compile(r"^ *# -- ?(?P<text>.*)$")
 DOC_CONTINUE = re.compile(r"^ *# ?(?P<text>.*)$")
+UPGRADE = re.compile(r"^@upgrade (?P<upgrade>[a-z-]+)$")
+#: The classes of values.yaml's header, in the order the README explains them.
+UPGRADE_CLASSES = ("in-place", "new-cluster", "not-propagated", "rayservice", "chart-objects", "rename")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class ValueDoc:
     type: str
     default: Any
     description: str
+    upgrade: str
 
 
 def _type_name(value: Any) -> str:
@@ -66,7 +72,9 @@ def parse_values(text: str) -> list[ValueDoc]:
     docs: list[ValueDoc] = []
     stack: list[tuple[int, str]] = []
     pending: list[str] | None = None
+    upgrade: str | None = None
     undocumented: list[str] = []
+    unclassified: list[str] = []
     list_indent: int | None = None  # inside a list, or a map documented as a whole
     for line in text.splitlines():
         stripped = line.strip()
@@ -78,11 +86,15 @@ def parse_values(text: str) -> list[ValueDoc]:
                 continue
             list_indent = None
         if (match := DOC_START.match(line)) is not None:
-            pending = [match.group("text").strip()]
+            pending, upgrade = [match.group("text").strip()], None
             continue
         if stripped.startswith("#"):
             if pending is not None and (cont := DOC_CONTINUE.match(line)):
-                pending.append(cont.group("text").strip())
+                text = cont.group("text").strip()
+                if (tag := UPGRADE.match(text)) is not None:
+                    upgrade = tag.group("upgrade")
+                else:
+                    pending.append(text)
             continue
         match = KEY_LINE.match(line)
         if match is None:
@@ -94,7 +106,9 @@ def parse_values(text: str) -> list[ValueDoc]:
         value = _lookup(values, path)
         block = not match.group("rest").strip()
         if pending is not None:
-            docs.append(ValueDoc(".".join(path), _type_name(value), value, " ".join(pending)))
+            if upgrade not in UPGRADE_CLASSES:
+                unclassified.append(".".join(path))
+            docs.append(ValueDoc(".".join(path), _type_name(value), value, " ".join(pending), upgrade or ""))
         elif not (isinstance(value, dict) and value and block):
             undocumented.append(".".join(path))
         documented = pending is not None
@@ -105,6 +119,8 @@ def parse_values(text: str) -> list[ValueDoc]:
             stack.append((indent, key))
     if undocumented:
         raise ValueError(f"values without a '# --' description: {undocumented}")
+    if unclassified:
+        raise ValueError(f"values without '# @upgrade' and one of {UPGRADE_CLASSES}: {unclassified}")
     return docs
 
 
@@ -119,8 +135,13 @@ def _default_cell(value: Any) -> str:
 
 def values_table(docs: list[ValueDoc]) -> str:
     """The Markdown table of every documented value."""
-    rows = ["| Key | Type | Default | Description |", "|-----|------|---------|-------------|"]
-    rows += [f"| `{d.key}` | {d.type} | {_default_cell(d.default)} | {_escape(d.description)} |" for d in docs]
+    rows = [
+        "| Key | Type | Default | On upgrade | Description |",
+        "|-----|------|---------|------------|-------------|",
+    ]
+    rows += [
+        f"| `{d.key}` | {d.type} | {_default_cell(d.default)} | {d.upgrade} | {_escape(d.description)} |" for d in docs
+    ]
     return "\n".join(rows)
 
 

@@ -39,7 +39,17 @@ SCHEMA_CASES = [
     ({"serve": {"classifier": {"router": {"type": "random"}}}}, "/serve/classifier/router/type"),
     ({"serve": {"httpEntry": "nginx"}}, "/serve/httpEntry"),
     ({"serve": {"grpc": {"enabled": "yes"}}}, "/serve/grpc/enabled"),
-    ({"serve": {"grpc": {"serviceType": "Ingress"}}}, "/serve/grpc/serviceType"),
+    ({"serve": {"serviceType": "Ingress"}}, "/serve/serviceType"),
+    ({"serve": {"grpc": {"serviceType": "ClusterIP"}}}, "additional properties 'serviceType' not allowed"),
+    ({"serve": {"ingress": {"maxReplicasPerNode": 0}}}, "/serve/ingress/maxReplicasPerNode"),
+    ({"workerGroups": {"gpu": {"runtimeClassName": "NVIDIA!"}}}, "/workerGroups/gpu/runtimeClassName"),
+    (
+        {"upgradeStrategy": {"clusterUpgradeOptions": {"maxSurgePercent": 150}}},
+        "/upgradeStrategy/clusterUpgradeOptions",
+    ),
+    ({"upgradeStrategy": {"clusterUpgradeOptions": {"intervalSeconds": 0}}}, "/upgradeStrategy/clusterUpgradeOptions"),
+    ({"networkPolicy": {"serveFrom": [{}]}}, "/networkPolicy/serveFrom/0"),
+    ({"networkPolicy": {"operatorFrom": []}}, "/networkPolicy/operatorFrom"),
     ({"serve": {"grpc": {"maxMessageBytes": 0}}}, "/serve/grpc/maxMessageBytes"),
     ({"serve": {"grpc": {"maxMessageBytes": 2**31}}}, "/serve/grpc/maxMessageBytes"),
     (
@@ -104,6 +114,34 @@ VALIDATE_CASES = [
     (
         {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}, "autoscaler": {"enabled": False}},
         "NewClusterWithIncrementalUpgrade needs autoscaler.enabled=true",
+    ),
+    (
+        {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}},
+        "needs upgradeStrategy.clusterUpgradeOptions.gatewayClassName",
+    ),
+    (
+        {
+            "upgradeStrategy": {
+                "type": "NewClusterWithIncrementalUpgrade",
+                "clusterUpgradeOptions": {"gatewayClassName": "istio", "maxSurgePercent": 20, "stepSizePercent": 50},
+            }
+        },
+        "stepSizePercent \\(50\\) must not exceed maxSurgePercent \\(20\\)",
+    ),
+    (
+        {"serve": {"ingress": {"numReplicas": 4, "maxReplicasPerNode": 1}}},
+        "serve.ingress: 4 replicas at most 1 per node need more than workerGroups.cpu.maxReplicas \\(3\\) pods",
+    ),
+    (
+        {
+            "serve": {"classifier": {"maxReplicasPerNode": 1}},
+            "workerGroups": {"gpu": {"maxReplicas": 1, "minReplicas": 1}},
+        },
+        "raise workerGroups.gpu.maxReplicas or serve.classifier.maxReplicasPerNode",
+    ),
+    (
+        {"workerGroups": {"cpu": {"replicas": 5}}},
+        "KubeRay reads these only when it creates a cluster",
     ),
 ]
 

@@ -31,11 +31,22 @@ def test_every_value_is_documented():
 
 def test_an_undocumented_value_is_refused():
     with pytest.raises(ValueError, match="without a '# --' description: \\['b'\\]"):
-        parse_values("# -- documented\na: 1\nb: 2\n")
+        parse_values("# -- documented\n# @upgrade in-place\na: 1\nb: 2\n")
+
+
+def test_a_value_without_an_upgrade_class_is_refused():
+    with pytest.raises(ValueError, match=r"without '# @upgrade' .*: \['a', 'b'\]"):
+        parse_values("# -- no class\na: 1\n# -- a class that does not exist\n# @upgrade sometimes\nb: 2\n")
+
+
+def test_the_upgrade_class_is_not_part_of_the_description():
+    (doc,) = parse_values("# -- first line\n# second line\n# @upgrade rayservice\na: 1\n")
+    assert (doc.description, doc.upgrade) == ("first line second line", "rayservice")
 
 
 def test_documented_maps_cover_their_children_and_lists_are_skipped():
     docs = parse_values(
-        "# -- resources\nres:\n  limits:\n    cpu: 1\n# -- tolerations\ntol:\n  - key: x\n    operator: Exists\n"
+        "# -- resources\n# @upgrade new-cluster\nres:\n  limits:\n    cpu: 1\n"
+        "# -- tolerations\n# @upgrade not-propagated\ntol:\n  - key: x\n    operator: Exists\n"
     )
     assert [(d.key, d.type) for d in docs] == [("res", "object"), ("tol", "list")]

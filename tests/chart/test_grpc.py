@@ -1,5 +1,6 @@
-"""The gRPC API on a cluster: grpc_options in serveConfigV2, a `grpc` port on every Ray pod, and
-the chart's own Service for it (KubeRay's serve Service carries only the port named `serve`)."""
+"""The gRPC API on a cluster: grpc_options in serveConfigV2 and a port named `serve-grpc` on every
+Ray pod, which KubeRay 1.7.0 puts on its own serve Service (ports named `serve` or `serve-*`), so
+gRPC moves to a new cluster exactly when HTTP does; `spec.serveService` adds its appProtocol."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import yaml
 
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
 from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV, SERVICER_FUNCTION
+from tools.kuberay_model import serve_service
 
-from .conftest import objects_of, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
+from .conftest import objects_of, ray_container_env, rayservice_of, render_chart, serve_config_of
 
 FILE_GRPC_OPTIONS = yaml.safe_load(SERVE_CONFIG_PATH.read_text())["grpc_options"]
 
@@ -20,58 +22,49 @@ def pod_templates(rayservice: dict) -> list[dict]:
     return [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
 
 
-def grpc_services(rendered) -> list[dict]:
-    return [s for s in objects_of(rendered, "Service") if s["metadata"]["name"].endswith("-grpc")]
-
-
 def test_the_servicer_function_in_the_config_imports_and_is_the_apps():
     assert FILE_GRPC_OPTIONS["grpc_servicer_functions"] == [SERVICER_FUNCTION]
     module, _, name = SERVICER_FUNCTION.rpartition(".")
     assert callable(getattr(importlib.import_module(module), name))
 
 
-def test_grpc_is_on_by_default_with_the_files_options():
+def test_grpc_is_on_by_default_on_kuberays_serve_service():
     rendered = render_chart({})
     assert serve_config_of(rendered)["grpc_options"] == FILE_GRPC_OPTIONS
     port = FILE_GRPC_OPTIONS["port"]
     for template in pod_templates(rayservice_of(rendered)):
         ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
-        assert ports["grpc"] == port and ports["serve"] == 8000
+        assert ports["serve-grpc"] == port and ports["serve"] == 8000
         # the local run's limit on a gRPC message, in every Ray process
         assert ray_container_env(template)[GRPC_MAX_MESSAGE_ENV] == str(DEFAULT_GRPC_MAX_MESSAGE_BYTES)
-    (service,) = grpc_services(rendered)
+    # no Service of the chart's own: the one KubeRay builds carries both ports, for the active cluster
+    assert objects_of(rendered, "Service") == []
+    service = serve_service(rayservice_of(rendered), "serving")
+    assert service["metadata"]["name"] == "mnist-serve-serve-svc"
     assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["ports"] == [
-        {"name": "grpc", "port": port, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}
+    assert sorted(service["spec"]["ports"], key=lambda p: p["name"]) == [
+        {"name": "serve", "port": 8000},
+        {"name": "serve-grpc", "port": port, "appProtocol": "kubernetes.io/h2c"},
     ]
-    # the pods of this release that KubeRay marks ready to serve, head included (it runs a proxy)
-    assert service["spec"]["selector"] == {
-        "app.kubernetes.io/instance": "mnist-serve",
-        "app.kubernetes.io/part-of": "mnist-serve",
-        "ray.io/serve": "true",
-    }
+    assert set(service["spec"]["selector"]) == {"ray.io/cluster", "ray.io/serve"}
 
 
-def test_the_grpc_service_follows_the_serve_service_off_the_head_with_ha():
-    rendered = render_chart(scenario_values("ha"))
-    assert rayservice_of(rendered)["spec"]["excludeHeadPodFromServeSvc"] is True
-    (service,) = grpc_services(rendered)
-    assert service["spec"]["selector"]["ray.io/node-type"] == "worker"
-
-
-def test_grpc_off_drops_the_options_the_ports_and_the_service():
+def test_grpc_off_drops_the_options_the_ports_and_the_service_port():
     rendered = render_chart({"serve": {"grpc": {"enabled": False}}})
     assert "grpc_options" not in serve_config_of(rendered)
     for template in pod_templates(rayservice_of(rendered)):
-        assert "grpc" not in {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+        assert "serve-grpc" not in {p["name"] for p in template["spec"]["containers"][0]["ports"]}
         assert GRPC_MAX_MESSAGE_ENV not in ray_container_env(template)
-    assert grpc_services(rendered) == []
-    assert "-grpc" not in next(o["notes"] for p, objs in rendered.items() if p.endswith("NOTES.txt") for o in objs)
+    service = serve_service(rayservice_of(rendered), "serving")
+    assert [p["name"] for p in service["spec"]["ports"]] == ["serve"]
+    notes = next(o["notes"] for p, objs in rendered.items() if p.endswith("NOTES.txt") for o in objs)
+    assert "grpc_client" not in notes
 
 
-def test_the_service_type_is_a_value():
-    (service,) = grpc_services(render_chart({"serve": {"grpc": {"serviceType": "LoadBalancer"}}}))
-    assert service["spec"]["type"] == "LoadBalancer"
+def test_the_serve_service_type_is_a_value_and_the_dashboard_stays_inside():
+    rayservice = rayservice_of(render_chart({"serve": {"serviceType": "LoadBalancer"}}))
+    assert serve_service(rayservice, "serving")["spec"]["type"] == "LoadBalancer"
+    assert rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["serviceType"] == "ClusterIP"
 
 
 def test_the_message_limit_is_a_value():
@@ -85,7 +78,7 @@ def test_helm_test_classifies_the_shipped_digit_over_grpc_too():
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["GRPC_TARGET"] == f"mnist-serve-grpc.serving.svc.cluster.local:{FILE_GRPC_OPTIONS['port']}"
+    assert env["GRPC_TARGET"] == f"mnist-serve-serve-svc.serving.svc.cluster.local:{FILE_GRPC_OPTIONS['port']}"
     assert env["SERVE_APPLICATION"] == APP_NAME
     assert "mnist_pb2_grpc.MnistStub" in container["args"][0]
     # the stubs are in the app image only: a helmTest.image override does not apply to this pod

@@ -21,7 +21,13 @@ from .conftest import CHART_DIR, ray_container_env, rayservice_of, render_chart,
 
 #: The only keys the chart may set per deployment (and tracing_config at the top); everything
 #: else comes from the file.
-CHART_OWNED_DEPLOYMENT_KEYS = {"num_replicas", "autoscaling_config", "max_ongoing_requests", "user_config"}
+CHART_OWNED_DEPLOYMENT_KEYS = {
+    "num_replicas",
+    "autoscaling_config",
+    "max_ongoing_requests",
+    "max_replicas_per_node",
+    "user_config",
+}
 CHART_OWNED_ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources"}
 
 

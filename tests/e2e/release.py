@@ -107,8 +107,8 @@ class Release:
         return PortForward(self.namespace, target, port, context=self.kube.context)
 
     def grpc_forward(self) -> PortForward:
-        """The gRPC API on a local port, through the chart's ``<fullname>-grpc`` Service."""
-        return self.forward(f"svc/{self.rayservice_name}-grpc", GRPC_PORT)
+        """The gRPC API on a local port: port ``serve-grpc`` of KubeRay's serve Service."""
+        return self.forward(f"svc/{self.rayservice_name}-serve-svc", GRPC_PORT)
 
     def serve_forward(self, prefer: str = "service") -> PortForward:
         """The Serve proxy on a local port: through the serve Service, or pinned to one pod that stays.

@@ -21,6 +21,7 @@ from ray import serve
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
 from serve_app.dashboard import DashboardClient, read_auth_token
 from serve_app.local import load_serve_config, local_cluster
+from serve_app.model import SIMULATED_GPUS_ENV
 from serve_app.ports import free_port
 
 
@@ -94,6 +95,8 @@ TEST_TRACING = {"enabled": True, "sampling_ratio": 1.0}
 #: "GPU" to pack fractional Classifier replicas on (as KubeRay's simulated GPU group advertises),
 #: the CPU group's custom resource, and 4 logical CPUs. Logical: nothing runs on a GPU.
 TEST_CLUSTER_RESOURCES = {"num_cpus": 4, "num_gpus": 1, "resources": {"mnist_cpu_pool": 1000}}
+#: ... and, like the chart's simulated GPU group, the environment that lets a GPU share run on the CPU.
+TEST_CLUSTER_ENV = {SIMULATED_GPUS_ENV: "1"}
 
 
 def pin_classifier_to_one_replica(config: dict) -> None:
@@ -121,6 +124,7 @@ def local_serve() -> Iterator[LocalServe]:
         config,
         dashboard_port=free_port(),
         log_to_driver=False,
+        ray_env=TEST_CLUSTER_ENV,
         _metrics_export_port=metrics_port,
         **TEST_CLUSTER_RESOURCES,
     ) as cluster:

@@ -1,8 +1,8 @@
 """The cluster recipes without a cluster: kind configurations, pinned versions, scripts.
 
 * ``cluster/kind/*.yaml`` are decoded as kind decodes them (strictly, into the Go types of
-  ``kind.x-k8s.io/v1alpha4``, copied from kind v0.32.0 in tests/schemas) and their GPU pool
-  matches what the chart's GPU worker group selects and tolerates;
+  ``kind.x-k8s.io/v1alpha4``, copied from kind v0.32.0 in tests/schemas), and the chart's pods
+  (as KubeRay builds them) schedule on the nodes they create (tools/kind_scheduling.py);
 * every version lives in cluster/versions.env and the files that repeat one agree with it;
 * every shell script passes shellcheck;
 * the scripts run against fake ``docker``/``kind``/``helm``/``kubectl`` binaries: they stop with
@@ -27,6 +27,9 @@ import pytest
 import yaml
 
 from serve_app.config import REPO_ROOT
+from tests.chart.conftest import NAMESPACE, objects_of, render_chart, scenario_values
+from tests.chart.kube_rules import restricted_violations
+from tools.kind_scheduling import kind_cluster, release_pods, schedule, unschedulable
 
 CLUSTER_DIR = REPO_ROOT / "cluster"
 KIND_DIR = CLUSTER_DIR / "kind"
@@ -132,7 +135,8 @@ def test_kind_configuration_decodes_strictly_into_kinds_v1alpha4_types(mode):
 
 def test_the_kind_check_rejects_what_kind_rejects():
     config = load_kind_config(KIND_CONFIGS["gpu"])
-    config["nodes"][2]["extraMount"] = config["nodes"][2].pop("extraMounts")
+    gpu_node = next(node for node in config["nodes"] if node.get("extraMounts"))
+    gpu_node["extraMount"] = gpu_node.pop("extraMounts")
     config["nodes"][0]["role"] = "master"
     config["networking"] = {"apiServerPort": "6443"}
     problems = kind_problems(config)
@@ -155,31 +159,18 @@ def taints_of(node: dict[str, Any]) -> list[dict[str, str]]:
     return taints
 
 
-def tolerates(tolerations: list[dict[str, str]], taint: dict[str, str]) -> bool:
-    """Kubernetes' rule: some toleration matches the taint's key, value (or Exists) and effect."""
-    for toleration in tolerations:
-        key_ok = toleration.get("key") in (None, "", taint["key"])
-        if toleration.get("operator", "Equal") == "Exists":
-            value_ok = key_ok
-        else:
-            value_ok = key_ok and toleration.get("value", "") == taint.get("value", "")
-        if value_ok and toleration.get("effect") in (None, "", taint["effect"]):
-            return True
-    return False
+def cluster_pods(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return release_pods(objects, NAMESPACE)
 
 
-def test_the_gpu_pool_is_what_the_charts_gpu_group_selects_and_tolerates():
-    gpu_group = VALUES["workerGroups"]["gpu"]
-    gpu_nodes = [node for node in nodes_of("gpu") if node.get("labels", {}).get("nvidia.com/gpu.present") == "true"]
-    assert len(gpu_nodes) == 1
-    (gpu,) = gpu_nodes
-    assert all(gpu["labels"].get(key) == value for key, value in gpu_group["nodeSelector"].items())
-    taints = taints_of(gpu)
-    assert taints and all(t["effect"] in ("NoSchedule", "PreferNoSchedule", "NoExecute") for t in taints)
-    assert all(tolerates(gpu_group["tolerations"], taint) for taint in taints)
-    # ... and nothing else tolerates it: the head and the CPU group stay off the GPU pool.
-    assert not any(tolerates(VALUES[group]["tolerations"], t) for group in ("head",) for t in taints)
-    assert not any(tolerates(VALUES["workerGroups"]["cpu"]["tolerations"], t) for t in taints)
+def test_the_gpu_pool_takes_the_charts_gpu_workers_and_nothing_else():
+    # The chart's default pods as KubeRay builds them, on the nodes kind creates from gpu.yaml.
+    objects = objects_of(render_chart({}))
+    placements = {p.pod: p.node for p in schedule(cluster_pods(objects), kind_cluster("gpu"))}
+    (gpu_node,) = [n.name for n in kind_cluster("gpu").nodes if "nvidia.com/gpu" in n.allocatable]
+    assert {pod for pod, node in placements.items() if node == gpu_node} == {"mnist-serve-sim00-gpu-worker-0"}
+    (gpu,) = [node for node in nodes_of("gpu") if node.get("extraMounts")]
+    assert taints_of(gpu), "untainted, the GPU node would take the head and the CPU workers too"
 
 
 def test_the_gpu_node_gets_every_gpu_the_nvkind_way_and_a_cpu_worker_stays_free():
@@ -189,11 +180,10 @@ def test_the_gpu_node_gets_every_gpu_the_nvkind_way_and_a_cpu_worker_stays_free(
     assert cpu_workers and all(not taints_of(node) and not node.get("labels") for node in cpu_workers)
 
 
-def test_the_cpu_cluster_has_no_gpu_pool_and_matches_the_charts_cpu_only_scenario():
-    cpu_only = yaml.safe_load((REPO_ROOT / "charts" / "mnist-serve" / "ci" / "cpu-only-values.yaml").read_text())
-    assert cpu_only["workerGroups"]["gpu"]["simulateGpus"] is True
-    assert cpu_only["workerGroups"]["gpu"]["nodeSelector"] == {}  # schedulable on plain kind workers
+def test_the_cpu_cluster_has_no_gpu_pool_and_takes_the_cpu_only_scenario():
     assert all(not node.get("labels") and not taints_of(node) for node in nodes_of("cpu"))
+    objects = objects_of(render_chart(scenario_values("cpu-only")))
+    assert unschedulable(schedule(cluster_pods(objects), kind_cluster("cpu"))) == {}
 
 
 @pytest.mark.parametrize("mode", sorted(KIND_CONFIGS))
@@ -223,9 +213,13 @@ def test_cluster_manifests_validate_against_the_kubernetes_schemas(name):
 
 def test_the_gpu_check_pod_lands_where_the_charts_gpu_workers_land():
     pod = yaml.safe_load((CLUSTER_DIR / "gpu-check.yaml").read_text())
-    gpu_group = VALUES["workerGroups"]["gpu"]
-    assert pod["spec"]["nodeSelector"] == gpu_group["nodeSelector"]
-    assert pod["spec"]["tolerations"] == gpu_group["tolerations"]
+    cluster = kind_cluster("gpu")
+    (placement,) = schedule([pod], cluster)
+    worker = next(p for p in cluster_pods(objects_of(render_chart({}))) if "gpu-worker" in p["metadata"]["name"])
+    (chart_placement,) = schedule([worker], kind_cluster("gpu"))
+    gpu_nodes = [n.name for n in cluster.nodes if "nvidia.com/gpu" in n.allocatable]
+    assert placement.node == chart_placement.node and placement.node in gpu_nodes
+    assert restricted_violations(pod["spec"]) == []
     (container,) = pod["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     # scripts/gpu-check swaps the image on the one image line.

@@ -6,8 +6,11 @@ import torch
 
 from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.model import (
+    SIMULATED_GPUS_ENV,
+    CudaUnavailableError,
     MnistCNN,
     count_parameters,
+    gpus_simulated,
     load_model,
     model_dir,
     predict,
@@ -95,8 +98,29 @@ def test_missing_artefact_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("gpu_ids", "cuda", "expected"),
-    [([], False, "cpu"), ([], True, "cpu"), ([0], False, "cpu"), ([0], True, "cuda"), (["1"], True, "cuda")],
+    ("gpu_ids", "cuda", "simulated", "expected"),
+    [
+        ([], False, False, "cpu"),
+        ([], True, False, "cpu"),
+        ([0], True, False, "cuda"),
+        (["1"], True, False, "cuda"),
+        ([0], False, True, "cpu"),  # the chart's simulateGpus: a "GPU" group without GPUs
+        ([0], True, True, "cuda"),  # a real GPU is used even where simulation is allowed
+    ],
 )
-def test_device_follows_the_replicas_gpu_share(gpu_ids, cuda, expected):
-    assert select_device(gpu_ids, cuda).type == expected
+def test_device_follows_the_replicas_gpu_share(gpu_ids, cuda, simulated, expected):
+    assert select_device(gpu_ids, cuda, simulated).type == expected
+
+
+def test_a_gpu_share_without_cuda_refuses_to_start_with_what_to_check():
+    with pytest.raises(CudaUnavailableError) as raised:
+        select_device([0], cuda_available=False)
+    message = str(raised.value)
+    assert "GPU [0]" in message and "CUDA is unavailable" in message
+    assert "runtimeClassName" in message and "simulateGpus" in message and SIMULATED_GPUS_ENV in message
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False), ("", False), (None, False)])
+def test_simulated_gpus_are_declared_by_the_environment(value, expected):
+    environ = {} if value is None else {SIMULATED_GPUS_ENV: value}
+    assert gpus_simulated(environ) is expected

@@ -48,6 +48,19 @@ app.kubernetes.io/part-of: mnist-serve
 {{- end }}
 
 {{/*
+A label selector for the release's Ray pods (head and workers) and no other pod: the pod-template
+labels plus KubeRay's ray.io/node-type, which only Ray pods carry.
+*/}}
+{{- define "mnist-serve.rayPodSelector" -}}
+matchLabels:
+  {{- include "mnist-serve.rayPodLabels" . | nindent 2 }}
+matchExpressions:
+  - key: ray.io/node-type
+    operator: In
+    values: [head, worker]
+{{- end }}
+
+{{/*
 Labels of every object the chart owns (never inside the RayService's pod templates).
 */}}
 {{- define "mnist-serve.labels" -}}
@@ -145,18 +158,18 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   securityContext:
-    runAsNonRoot: true
-    runAsUser: 1000
+    {{- include "mnist-serve.podSecurityContext" $root | nindent 4 }}
     fsGroup: 100
+  {{- with .runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
   containers:
     # KubeRay treats the first container as the Ray container.
     - name: {{ if .head }}ray-head{{ else }}ray-worker{{ end }}
       image: {{ include "mnist-serve.image" $root }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       securityContext:
-        allowPrivilegeEscalation: false
-        capabilities:
-          drop: ["ALL"]
+        {{- include "mnist-serve.containerSecurityContext" $root | nindent 8 }}
       ports:
         {{- if .head }}
         - name: gcs-server
@@ -166,10 +179,11 @@ spec:
         - name: client
           containerPort: 10001
         {{- end }}
+        # KubeRay puts the head's ports named `serve` and `serve-*` on its serve Service.
         - name: serve
           containerPort: 8000
         {{- if $root.Values.serve.grpc.enabled }}
-        - name: grpc
+        - name: serve-grpc
           containerPort: {{ include "mnist-serve.grpcPort" $root }}
         {{- end }}
         - name: metrics
@@ -185,6 +199,12 @@ spec:
           value: "0"
         - name: RAY_SERVE_ENABLE_DIRECT_INGRESS
           value: "0"
+        {{- end }}
+        {{- if .simulatedGpus }}
+        # workerGroups.gpu.simulateGpus: Ray advertises GPUs this pod does not have, so the
+        # Classifier runs on the CPU by design instead of refusing to start without CUDA.
+        - name: MNIST_SERVE_SIMULATED_GPUS
+          value: "1"
         {{- end }}
         {{- if $root.Values.serve.grpc.enabled }}
         # serve.grpc.maxMessageBytes: the largest gRPC message Serve's ingress accepts (Serve's own default is 2 GiB).
@@ -212,17 +232,10 @@ spec:
         - name: RAY_SERVE_TRACING_SAMPLING_RATIO
           value: {{ $root.Values.tracing.samplingRatio | quote }}
       {{- end }}
+      # No /dev/shm volume here: KubeRay mounts one (medium Memory) sized to the memory limit, so
+      # Ray's object store (30% of the pod's memory) fits in it.
       resources:
         {{- toYaml .resources | nindent 8 }}
-      volumeMounts:
-        - name: shared-mem
-          mountPath: /dev/shm
-  volumes:
-    # Ray's object store lives in /dev/shm; the container default (64 MiB) is too small.
-    - name: shared-mem
-      emptyDir:
-        medium: Memory
-        sizeLimit: 1Gi
   {{- with $group.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
@@ -235,6 +248,47 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/*
+Pod-level security context of every pod the chart runs (Pod Security "restricted").
+*/}}
+{{- define "mnist-serve.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Container security context of every container the chart runs (Pod Security "restricted").
+*/}}
+{{- define "mnist-serve.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Placement of the `helm test` pods: on the node of the release's Ray head pod, which has pulled the
+app image already (the image is several GB), and off any tainted GPU node.
+*/}}
+{{- define "mnist-serve.testPodPlacement" -}}
+affinity:
+  podAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "mnist-serve.rayPodLabels" . | nindent 12 }}
+            ray.io/node-type: head
+{{- with .Values.head.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*

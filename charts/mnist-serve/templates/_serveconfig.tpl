@@ -2,7 +2,7 @@
 serveConfigV2: the project's one Serve config (files/serve-config.yaml, the same file the local
 run deploys), with only per-environment numbers replaced from values:
   - application args: modelId, maxBatchImages, maxBodyBytes, modelStore, maxModelsPerReplica
-  - per deployment: num_replicas or autoscaling_config, max_ongoing_requests,
+  - per deployment: num_replicas or autoscaling_config, max_ongoing_requests, max_replicas_per_node,
     ray_actor_options.num_cpus / num_gpus / resources, and the Ingress's and the Classifier's
     user_config (batching)
   - tracing_config, from tracing.*
@@ -72,6 +72,9 @@ so the local run and the cluster cannot drift; tests/chart/test_serve_config.py 
 {{- end }}
 {{- $_ := set $deployment "ray_actor_options" $actorOptions }}
 {{- $_ := set $deployment "max_ongoing_requests" (int $values.maxOngoingRequests) }}
+{{- if not (kindIs "invalid" $values.maxReplicasPerNode) }}
+{{- $_ := set $deployment "max_replicas_per_node" (int $values.maxReplicasPerNode) }}
+{{- end }}
 {{- if $values.autoscaling.enabled }}
 {{- $_ := unset $deployment "num_replicas" }}
 {{- $autoscaling := dict "min_replicas" (int $values.autoscaling.minReplicas) "max_replicas" (int $values.autoscaling.maxReplicas) "target_ongoing_requests" $values.autoscaling.targetOngoingRequests }}

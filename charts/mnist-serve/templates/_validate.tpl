@@ -47,10 +47,21 @@ to set. Included at the top of rayservice.yaml.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- range $deployment := list "ingress" "preprocessor" "classifier" }}
+{{- $spec := index $.Values.serve $deployment }}
+{{- if not (kindIs "invalid" $spec.maxReplicasPerNode) }}
+{{- $replicas := ternary $spec.autoscaling.maxReplicas $spec.numReplicas $spec.autoscaling.enabled }}
+{{- $groupName := ternary "gpu" "cpu" (and (eq $deployment "classifier") (gt (float64 $classifier.numGpus) 0.0)) }}
+{{- $group := index $.Values.workerGroups $groupName }}
+{{- if gt (float64 $replicas) (mulf (float64 $spec.maxReplicasPerNode) (float64 $group.maxReplicas)) }}
+{{- $errors = append $errors (printf "serve.%s: %v replicas at most %v per node need more than workerGroups.%s.maxReplicas (%v) pods: raise workerGroups.%s.maxReplicas or serve.%s.maxReplicasPerNode" $deployment $replicas $spec.maxReplicasPerNode $groupName $group.maxReplicas $groupName $deployment) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $group := list "gpu" "cpu" }}
 {{- $spec := index $.Values.workerGroups $group }}
 {{- if and $spec.enabled (or (gt (float64 $spec.minReplicas) (float64 $spec.replicas)) (gt (float64 $spec.replicas) (float64 $spec.maxReplicas))) }}
-{{- $errors = append $errors (printf "workerGroups.%s: need minReplicas (%v) <= replicas (%v) <= maxReplicas (%v)" $group $spec.minReplicas $spec.replicas $spec.maxReplicas) }}
+{{- $errors = append $errors (printf "workerGroups.%s: need minReplicas (%v) <= replicas (%v) <= maxReplicas (%v) (KubeRay reads these only when it creates a cluster: a running one keeps its old counts)" $group $spec.minReplicas $spec.replicas $spec.maxReplicas) }}
 {{- end }}
 {{- end }}
 {{- if and (not .Values.workerGroups.cpu.enabled) (not .Values.workerGroups.gpu.enabled) }}
@@ -76,8 +87,18 @@ to set. Included at the top of rayservice.yaml.
 {{- if and (not .Values.redis.enabled) .Values.redis.external.address (not .Values.redis.external.existingSecret) }}
 {{- $errors = append $errors "redis.external.address is set without redis.external.existingSecret: name the Secret that holds its password" }}
 {{- end }}
-{{- if and (eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") (not .Values.autoscaler.enabled) }}
-{{- $errors = append $errors "upgradeStrategy.type NewClusterWithIncrementalUpgrade needs autoscaler.enabled=true" }}
+{{- if eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" }}
+{{- /* KubeRay 1.7.0's ValidateClusterUpgradeOptions: without these the RayService is ValidationFailed. */}}
+{{- $options := .Values.upgradeStrategy.clusterUpgradeOptions }}
+{{- if not .Values.autoscaler.enabled }}
+{{- $errors = append $errors "upgradeStrategy.type NewClusterWithIncrementalUpgrade needs autoscaler.enabled=true (KubeRay scales the new cluster up step by step)" }}
+{{- end }}
+{{- if not $options.gatewayClassName }}
+{{- $errors = append $errors "upgradeStrategy.type NewClusterWithIncrementalUpgrade needs upgradeStrategy.clusterUpgradeOptions.gatewayClassName: the Gateway API GatewayClass of your cluster (kubectl get gatewayclass)" }}
+{{- end }}
+{{- if gt (int $options.stepSizePercent) (int $options.maxSurgePercent) }}
+{{- $errors = append $errors (printf "upgradeStrategy.clusterUpgradeOptions.stepSizePercent (%v) must not exceed maxSurgePercent (%v)" $options.stepSizePercent $options.maxSurgePercent) }}
+{{- end }}
 {{- end }}
 {{- if $errors }}
 {{- fail (printf "\n\nmnist-serve: invalid values:\n  - %s\n" (join "\n  - " $errors)) }}
