@@ -70,6 +70,12 @@ ensure_redis_server() {
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 }
 
+# ensure_namespace_tools: ip (iproute2) and unshare (util-linux), which the multi-node tests use.
+ensure_namespace_tools() {
+  command -v ip >/dev/null 2>&1 || apt_install iproute2
+  command -v unshare >/dev/null 2>&1 || apt_install util-linux
+}
+
 # ensure_shellcheck: Debian's shellcheck, which the tests run on every shell script.
 ensure_shellcheck() {
   command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck

@@ -31,9 +31,16 @@ DEFAULT_HTTP_ENTRY = "haproxy"
 #: Picks the entry of local runs (tests, benchmarks) when no ``--http-entry`` is given.
 HTTP_ENTRY_ENV = "MNIST_SERVE_HTTP_ENTRY"
 
+#: HAProxy replays a request on another Ingress replica when the connection failed (Serve's
+#: default) or when the replica closed it without any answer: a replica that dies with requests in
+#: flight (its pod lost) then costs no client a failed request. Only requests that fit in one
+#: HAProxy buffer (16 KiB: a handful of JSON digits) are replayed. Inference is pure; a replayed
+#: ``POST /tasks`` may enqueue a task twice, which at-least-once delivery already allows.
+HAPROXY_RETRY_ON = "conn-failure empty-response"
+
 #: The variables each entry sets; ``0`` is written out so an exported value cannot leak in.
 ENTRY_VARIABLES: dict[str, dict[str, str]] = {
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON},
     "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
 }
 

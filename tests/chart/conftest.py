@@ -3,50 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import pytest
 import yaml
 
-from serve_app.config import REPO_ROOT
+from tools.chart import (
+    CHART_DIR,
+    CI_DIR,
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    Rendered,
+    objects_of,
+    render_chart,
+    scenario_values,
+)
 
-CHART_DIR = REPO_ROOT / "charts" / "mnist-serve"
-CI_DIR = CHART_DIR / "ci"
-SCENARIOS = sorted(path.stem.removesuffix("-values") for path in CI_DIR.glob("*-values.yaml"))
-RELEASE = "mnist-serve"
-NAMESPACE = "serving"
-
-Rendered = dict[str, list[dict[str, Any]]]
-
-
-def scenario_values(scenario: str) -> dict[str, Any]:
-    """The values file of one ci/ scenario."""
-    return yaml.safe_load((CI_DIR / f"{scenario}-values.yaml").read_text()) or {}
-
-
-def render_chart(
-    values: dict[str, Any] | None = None, name: str = RELEASE, namespace: str = NAMESPACE, chart_dir: Path = CHART_DIR
-) -> Rendered:
-    """Render the chart; return template path -> parsed objects (empty documents dropped)."""
-    with helm.Chart.load(str(chart_dir)) as chart:
-        manifests = chart.render(values or {}, name=name, namespace=namespace, is_install=True)
-    rendered: Rendered = {}
-    for path, text in manifests.items():
-        if path.endswith("NOTES.txt"):
-            rendered[path] = [{"notes": text}]
-            continue
-        objects = [doc for doc in yaml.safe_load_all(text) if doc]
-        if objects:
-            rendered[path] = objects
-    return rendered
-
-
-def objects_of(rendered: Rendered, kind: str | None = None) -> list[dict[str, Any]]:
-    """Every rendered Kubernetes object (optionally of one kind), NOTES excluded."""
-    found = [obj for objects in rendered.values() for obj in objects if "kind" in obj]
-    return [obj for obj in found if kind is None or obj["kind"] == kind]
+__all__ = ["CHART_DIR", "CI_DIR", "NAMESPACE", "RELEASE", "SCENARIOS", "objects_of", "render_chart", "scenario_values"]
 
 
 def rayservice_of(rendered: Rendered) -> dict[str, Any]:

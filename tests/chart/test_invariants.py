@@ -12,7 +12,12 @@ from serve_app.http_entry import DEFAULT_HTTP_ENTRY, ENTRY_VARIABLES, HTTP_ENTRI
 from .conftest import CHART_DIR, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
 
 #: Serve's switches between its proxy, HAProxy and direct ingress.
-SERVE_SWITCHES = {"RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+SERVE_SWITCHES = {
+    "RAY_SERVE_ENABLE_HA_PROXY",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+    "RAY_SERVE_HAPROXY_RETRY_ON",
+}
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 

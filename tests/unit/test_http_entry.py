@@ -33,6 +33,8 @@ def test_unknown_entries_are_refused():
 def test_haproxy_gets_its_own_stats_and_metrics_ports():
     assert ray_environment("haproxy", 18404, 19101) == {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # a request that a dying Ingress replica closed without an answer is replayed elsewhere
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
         "RAY_SERVE_HAPROXY_STATS_PORT": "18404",
         "RAY_SERVE_HAPROXY_METRICS_PORT": "19101",
     }

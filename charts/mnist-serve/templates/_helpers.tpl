@@ -194,6 +194,9 @@ spec:
         {{- if eq $root.Values.serve.httpEntry "haproxy" }}
         - name: RAY_SERVE_ENABLE_HA_PROXY
           value: "1"
+        # HAProxy replays a request that got no answer at all (a replica lost with requests in flight).
+        - name: RAY_SERVE_HAPROXY_RETRY_ON
+          value: "conn-failure empty-response"
         {{- else }}
         - name: RAY_SERVE_ENABLE_HA_PROXY
           value: "0"
