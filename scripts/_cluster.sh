@@ -104,12 +104,52 @@ config_name() { awk '$1 == "name:" {print $2; exit}' "$1"; }
 # kind_cluster_exists NAME
 kind_cluster_exists() { kind get clusters 2>/dev/null | grep -Fx "$1" >/dev/null; }
 
+# chart_repository / chart_version: the chart's image.repository and appVersion.
+chart_repository() { awk '/^image:/ {found = 1} found && $1 == "repository:" {print $2; exit}' "$ROOT/charts/mnist-serve/values.yaml"; }
+chart_version() { awk '$1 == "appVersion:" {gsub(/"/, "", $2); print $2; exit}' "$ROOT/charts/mnist-serve/Chart.yaml"; }
+
 # chart_image: the chart's default image reference, <image.repository>:<appVersion>.
-chart_image() {
-  local repository version
-  repository="$(awk '/^image:/ {found = 1} found && $1 == "repository:" {print $2; exit}' "$ROOT/charts/mnist-serve/values.yaml")"
-  version="$(awk '$1 == "appVersion:" {gsub(/"/, "", $2); print $2; exit}' "$ROOT/charts/mnist-serve/Chart.yaml")"
-  echo "${repository}:${version}"
+chart_image() { echo "$(chart_repository):$(chart_version)"; }
+
+# The last image scripts/image (or kind-up) built: read by gpu-check and the e2e suite.
+LAST_IMAGE_FILE="${MNIST_SERVE_IMAGE_FILE:-$ROOT/.image}"
+
+# last_image: the last built image's reference, else the chart's default.
+last_image() {
+  if [ -s "$LAST_IMAGE_FILE" ]; then cat "$LAST_IMAGE_FILE"; else chart_image; fi
+}
+
+# build_image VARIANT: build docker/Dockerfile (cpu or gpu) and tag it <repository>:<appVersion>-<id>
+# (repository: $IMAGE_REPOSITORY, else the chart's image.repository),
+# the first 12 hex digits of the image ID: a rebuild with other content gets another tag, so
+# `helm upgrade --set image.tag=...` rolls it out (IfNotPresent never re-pulls a tag it has).
+# Prints the reference; logs the image's size.
+build_image() {
+  local variant="$1" repository staging id ref size
+  repository="${IMAGE_REPOSITORY:-$(chart_repository)}"
+  staging="${repository}:build-${variant}"
+  log "building $staging (VARIANT=$variant) from docker/Dockerfile"
+  docker build -f "$ROOT/docker/Dockerfile" --build-arg "VARIANT=$variant" -t "$staging" "$ROOT" >&2
+  id="$(docker image inspect --format '{{.Id}}' "$staging")"
+  id="${id#sha256:}"
+  ref="${repository}:$(chart_version)-${id:0:12}"
+  docker tag "$staging" "$ref"
+  size="$(docker image inspect --format '{{.Size}}' "$ref")"
+  log "built $ref ($((size / 1000000)) MB uncompressed)"
+  echo "$ref" >"$LAST_IMAGE_FILE"
+  echo "$ref"
+}
+
+# load_image CLUSTER REF: load an image into the worker nodes of a kind cluster.
+load_image() {
+  local workers
+  workers="$(kind get nodes --name "$1" | grep -v -- '-control-plane$' | paste -sd, - || true)"
+  log "loading $2 into ${workers:-every node of $1}"
+  if [ -n "$workers" ]; then
+    kind load docker-image "$2" --name "$1" --nodes "$workers"
+  else
+    kind load docker-image "$2" --name "$1"
+  fi
 }
 
 # install_kuberay CONTEXT: the KubeRay operator and its CRDs (idempotent: helm upgrade --install).

@@ -183,7 +183,9 @@ def test_the_built_image_lands_in_every_ray_container_and_the_helm_test(profile,
 
 def test_profiles_build_the_right_variant_for_the_right_scenario():
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
-    stages = set(re.findall(r"^FROM \S+ AS base-(\w+)$", dockerfile, re.M))
+    (cases,) = re.findall(r'case "\$\{VARIANT\}" in(.*?)esac', dockerfile, re.S)
+    stages = set(re.findall(r"^\s*(\w+)\)", cases, re.M))
+    assert stages == {"cpu", "gpu"}
     expected = {"kind-gpu": ("gpu", [], False), "kind-cpu": ("cpu", ["cpu-only-values.yaml"], False),
                 "cloud-gpu": ("gpu", [], True)}  # fmt: skip
     for profile, (variant, values_files, push) in expected.items():

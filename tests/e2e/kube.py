@@ -576,11 +576,20 @@ def probe_cluster(timeout_s: float = 5) -> tuple[Kube | None, str]:
 # --- settings -----------------------------------------------------------------------------------
 
 
+#: Where scripts/image (and kind-up) write the reference of the image they built last.
+LAST_IMAGE_FILE = REPO_ROOT / ".image"
+
+
+def last_built_image() -> str:
+    """The image scripts/image built last (its own tag), or "" (the chart's default then)."""
+    return LAST_IMAGE_FILE.read_text().strip() if LAST_IMAGE_FILE.is_file() else ""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the e2e suite reads from the environment (documented in scripts/e2e)."""
 
-    image: str = ""  # MNIST_SERVE_E2E_IMAGE: empty: the chart's default image
+    image: str = ""  # MNIST_SERVE_E2E_IMAGE, else .image (scripts/image), else the chart's default
     gpu: bool | None = None  # MNIST_SERVE_E2E_GPU: 1/0, None: detect allocatable nvidia.com/gpu
     extra_values: tuple[Path, ...] = ()  # MNIST_SERVE_E2E_VALUES: comma-separated values files
     ready_timeout_s: int = 900  # MNIST_SERVE_E2E_READY_TIMEOUT
@@ -607,7 +616,7 @@ class Settings:
         for path in extra:
             if not path.is_file():
                 raise ValueError(f"MNIST_SERVE_E2E_VALUES names {path}, which is not a file")
-        image = env.get("MNIST_SERVE_E2E_IMAGE", "").strip()
+        image = env.get("MNIST_SERVE_E2E_IMAGE", "").strip() or last_built_image()
         if image:
             parse_image_ref(image)
         return cls(

@@ -323,6 +323,8 @@ elif tool == "docker":
             sys.exit(1)
         if "--format" in args:
             out(env("FAKE_DOCKER_RUNTIME", "runc"))
+    elif args[:2] == ["image", "inspect"]:
+        out("sha256:" + env("FAKE_IMAGE_ID", "ab" * 32) if "{{{{.Id}}}}" in args else "2345678901")
 elif tool == "kubectl":
     if "gpu.present=true" in line and "-l" in args:
         out(env("FAKE_GPU_NODES", ""))
@@ -364,7 +366,13 @@ def run_script(bin_dir: Path, script: str, *args: str, **env: str) -> tuple[int,
     """(exit code, stderr, commands the fake tools received) of ``bash scripts/<script> args``."""
     log = bin_dir.parent / "calls.log"
     log.unlink(missing_ok=True)
-    environment = {"PATH": str(bin_dir), "HOME": str(bin_dir.parent), "FAKE_LOG": str(log), **env}
+    environment = {
+        "PATH": str(bin_dir),
+        "HOME": str(bin_dir.parent),
+        "FAKE_LOG": str(log),
+        "MNIST_SERVE_IMAGE_FILE": str(bin_dir.parent / "image"),  # never the repository's .image
+        **env,
+    }
     result = subprocess.run(
         [str(bin_dir / "bash"), str(REPO_ROOT / "scripts" / script), *args],
         env=environment,
@@ -420,7 +428,8 @@ def test_kind_up_cpu_creates_installs_builds_and_loads_then_reuses(fake_path):
     add_fakes(fake_path)
     code, stderr, calls = run_script(fake_path, "kind-up", FAKE_KIND_VERSION=VERSIONS["KIND_VERSION"])
     assert code == 0, stderr
-    image = f"{VALUES['image']['repository']}:{chart_app_version()}"
+    repository = VALUES["image"]["repository"]
+    image = f"{repository}:{chart_app_version()}-{'ab' * 6}"
     create = index_of(
         calls,
         f"kind create cluster --name mnist-serve-cpu --config {KIND_CONFIGS['cpu']} "
@@ -433,15 +442,20 @@ def test_kind_up_cpu_creates_installs_builds_and_loads_then_reuses(fake_path):
         "--kube-context kind-mnist-serve-cpu",
     )
     build = index_of(
-        calls, f"docker build -f {REPO_ROOT}/docker/Dockerfile --build-arg VARIANT=cpu -t {image}-cpu -t {image}"
+        calls, f"docker build -f {REPO_ROOT}/docker/Dockerfile --build-arg VARIANT=cpu -t {repository}:build-cpu"
     )
+    tag = index_of(calls, f"docker tag {repository}:build-cpu {image}")
     load = index_of(
         calls,
         f"kind load docker-image {image} --name mnist-serve-cpu --nodes mnist-serve-cpu-worker,mnist-serve-cpu-worker2",
     )
-    assert create < operator < build < load
+    assert create < operator < build < tag < load
     assert not any("nvidia" in call for call in calls)
-    assert "warning: kind" not in stderr and "helm install mnist-serve charts/mnist-serve -f" in stderr
+    assert "warning: kind" not in stderr
+    # the install line names the image just built, by its own tag
+    cpu_only = "-f charts/mnist-serve/ci/cpu-only-values.yaml"
+    image_tag = f"{chart_app_version()}-{'ab' * 6}"
+    assert f"helm install mnist-serve charts/mnist-serve {cpu_only} --set image.tag={image_tag}" in stderr
 
     code, stderr, calls = run_script(fake_path, "kind-up", "--skip-build", FAKE_KIND_CLUSTERS="other,mnist-serve-cpu")
     assert code == 0, stderr
@@ -465,7 +479,8 @@ def test_kind_up_gpu_sets_up_the_pool_checks_allocatable_gpus_and_runs_the_gpu_c
         FAKE_GPU_ALLOCATABLE="\n4",
     )
     assert code == 0, stderr
-    image = f"{VALUES['image']['repository']}:{chart_app_version()}"
+    repository = VALUES["image"]["repository"]
+    image = f"{repository}:{chart_app_version()}-{'ab' * 6}"
     steps = [
         index_of(calls, f"kind create cluster --name mnist-serve-gpu --config {KIND_CONFIGS['gpu']}"),
         index_of(
@@ -484,8 +499,9 @@ def test_kind_up_gpu_sets_up_the_pool_checks_allocatable_gpus_and_runs_the_gpu_c
         ),
         index_of(calls, "helm upgrade --install kuberay-operator"),
         index_of(
-            calls, f"docker build -f {REPO_ROOT}/docker/Dockerfile --build-arg VARIANT=gpu -t {image}-gpu -t {image}"
+            calls, f"docker build -f {REPO_ROOT}/docker/Dockerfile --build-arg VARIANT=gpu -t {repository}:build-gpu"
         ),
+        index_of(calls, f"docker tag {repository}:build-gpu {image}"),
         index_of(calls, f"kind load docker-image {image} --name mnist-serve-gpu"),
         index_of(calls, "kubectl --context kind-mnist-serve-gpu --namespace default apply -f -"),
     ]
@@ -525,8 +541,45 @@ def test_kind_down_deletes_only_what_exists(fake_path, args, name):
     assert calls[-1] == f"kind delete cluster --name {name}"
 
 
+def test_image_tags_each_build_by_its_content_and_loads_it_into_kind(fake_path):
+    add_fakes(fake_path)
+    repository, version = VALUES["image"]["repository"], chart_app_version()
+    last_image = fake_path.parent / "image"
+    code, stderr, calls = run_script(fake_path, "image", "--variant", "cpu", FAKE_IMAGE_ID="12" * 32)
+    assert code == 0, stderr
+    build = (
+        f"docker build -f {REPO_ROOT}/docker/Dockerfile --build-arg VARIANT=cpu -t {repository}:build-cpu {REPO_ROOT}"
+    )
+    assert build in calls
+    assert f"docker tag {repository}:build-cpu {repository}:{version}-{'12' * 6}" in calls
+    assert last_image.read_text().strip() == f"{repository}:{version}-{'12' * 6}"
+    assert "2345 MB uncompressed" in stderr and f"--set image.tag={version}-{'12' * 6}" in stderr
+    # another content, another tag: a helm upgrade with it rolls the new image out
+    run_script(fake_path, "image", "--variant", "cpu", FAKE_IMAGE_ID="34" * 32)
+    assert last_image.read_text().strip() == f"{repository}:{version}-{'34' * 6}"
+
+    code, stderr, calls = run_script(fake_path, "image", "--kind", "mnist-serve-cpu", FAKE_KIND_CLUSTERS="")
+    assert code == 1 and "no kind cluster named mnist-serve-cpu" in stderr
+    code, stderr, calls = run_script(
+        fake_path,
+        "image",
+        "--kind",
+        "k",
+        "--repository",
+        "reg.example/ml/mnist-serve",
+        "--push",
+        FAKE_KIND_CLUSTERS="k",
+    )
+    assert code == 0, stderr
+    ref = f"reg.example/ml/mnist-serve:{version}-{'ab' * 6}"
+    assert f"kind load docker-image {ref} --name k --nodes k-worker,k-worker2" in calls
+    assert f"docker push {ref}" in calls
+    code, stderr, _ = run_script(fake_path, "image", "--variant", "tpu")
+    assert code == 1 and "--variant is cpu or gpu" in stderr
+
+
 def test_scripts_refuse_unknown_arguments(fake_path):
     add_fakes(fake_path)
-    for script in ("kind-up", "kind-down", "gpu-check"):
+    for script in ("kind-up", "kind-down", "gpu-check", "image"):
         code, stderr, calls = run_script(fake_path, script, "--frobnicate")
         assert code == 1 and "unknown argument: --frobnicate" in stderr and calls == [], script

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.config import REPO_ROOT
+from tests.e2e import kube
 from tests.e2e.conftest import e2e_requested
 from tests.e2e.kube import (
     CommandError,
@@ -171,7 +172,8 @@ def test_the_fault_run_is_the_scenarios_documented_command_line():
                       csv_prefix=Path("p"), run_time_s=1)  # fmt: skip
 
 
-def test_settings_come_from_the_environment(tmp_path):
+def test_settings_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setattr(kube, "LAST_IMAGE_FILE", tmp_path / "no-image-built")
     values = tmp_path / "extra.yaml"
     values.write_text("{}\n")
     settings = Settings.from_env(
@@ -190,6 +192,14 @@ def test_settings_come_from_the_environment(tmp_path):
     ]:
         with pytest.raises(ValueError, match=message):
             Settings.from_env(env)
+
+
+def test_the_image_scripts_image_built_last_is_the_default(tmp_path, monkeypatch):
+    built = tmp_path / ".image"
+    built.write_text("mnist-serve:0.1.0-0123456789ab\n")
+    monkeypatch.setattr(kube, "LAST_IMAGE_FILE", built)
+    assert Settings.from_env({}).image == "mnist-serve:0.1.0-0123456789ab"
+    assert Settings.from_env({"MNIST_SERVE_E2E_IMAGE": "r/m:2"}).image == "r/m:2"
 
 
 @pytest.mark.parametrize(
