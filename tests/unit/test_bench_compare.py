@@ -27,6 +27,7 @@ from bench.compare import (
     with_pythonpath,
 )
 from bench.wrk import WrkResult
+from serve_app.http_entry import HAPROXY_RETRY_ON
 
 
 def _point(
@@ -73,9 +74,10 @@ def test_variants_presets_and_custom_environments(monkeypatch):
     assert [v.name for v in args.variants] == ["proxy", "haproxy", "A_B=1,C=x"]
     assert [v.http_entry for v in args.variants] == ["proxy", "haproxy", None]
     assert args.variants[0].ray_env() == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
-    assert args.variants[1].ray_env() == {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    haproxy = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON}
+    assert args.variants[1].ray_env() == haproxy
     assert args.variants[2].env == {"A_B": "1", "C": "x"}
-    assert args.variants[2].ray_env() == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "A_B": "1", "C": "x"}
+    assert args.variants[2].ray_env() == {**haproxy, "A_B": "1", "C": "x"}
     # a variant's own variables win over its entry's
     assert parse_variant("direct-ingress").ray_env() == {
         "RAY_SERVE_ENABLE_HA_PROXY": "0",
