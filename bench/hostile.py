@@ -6,8 +6,9 @@
 Starts the app from the one Serve config on a local Ray (as the main command does) and sends,
 one case at a time: JSON nested 2,000 and 100,000 levels deep, a ``.npy`` header that claims 10**12
 elements, a 500 MB chunked body, a body whose Content-Length claims 10 GB, malformed multipart, an
-unknown route and a wrong method; then opens slow sockets that send their headers a byte at a time
-and reports how long the entry holds them. After each case it reads the Ingress replica's resident
+unknown route and a wrong method; then opens slow sockets, silent ones and ones that send their
+headers a byte every 5 s, and reports how long the entry (HAProxy, or Serve's proxy with
+``--http-entry proxy``) holds them. After each case it reads the Ingress replica's resident
 memory (VmRSS) and checks that a real digit is still classified. Prints a Markdown table.
 """
 
@@ -90,6 +91,11 @@ def lying_content_length(url: str) -> tuple[int, str]:
     return int(status_line.split()[1]), rest.rpartition("\r\n\r\n")[2][:120]
 
 
+def answer_of(response: requests.Response) -> tuple[object, str]:
+    """(status, body excerpt) of a response."""
+    return response.status_code, response.text[:120]
+
+
 def cases(base: str) -> list[tuple[str, Callable[[], tuple[object, str]]]]:
     """(name, send) for every single-request case; send returns (status, body excerpt)."""
 
@@ -116,9 +122,13 @@ def cases(base: str) -> list[tuple[str, Callable[[], tuple[object, str]]]]:
         (".npy shorter than its header says", post("/predict", data=truncated_npy, headers=npy_headers)),
         ("500 MB chunked JSON body", post("/predict", data=chunked(500 * 2**20))),
         ("Content-Length claiming 10 GB", lambda: lying_content_length(base)),
-        ("malformed multipart", post("/predict/image", data=b"--xyz\r\nbroken", headers=multipart)),
+        ("malformed multipart", post("/predict/image", data=b"garbage", headers=multipart)),
+        ("multipart without files", post("/predict/image", data=b"--xyz--\r\n", headers=multipart)),
         ("unknown route", post("/nowhere", json={})),
-        ("wrong method", lambda: (lambda r: (r.status_code, r.text[:120]))(requests.delete(base + "/predict", timeout=30))),
+        (
+            "wrong method",
+            lambda: (lambda r: (r.status_code, r.text[:120]))(requests.delete(base + "/predict", timeout=30)),
+        ),
     ]
 
 
@@ -128,29 +138,37 @@ def still_serves(base: str) -> bool:
     return response.status_code == 200 and response.json()["predicted_label"] == [7]
 
 
-def slow_sockets(base: str, count: int, seconds: float) -> tuple[int, float, float]:
-    """Open ``count`` sockets that send a request's headers one byte every 5 s; return how many the
-    entry still held after ``seconds``, the median time it took to close the others, and the longest.
+def slow_sockets(base: str, count: int, seconds: float, trickle: bool) -> tuple[int, float, float]:
+    """How long the entry holds ``count`` sockets that send nothing, or (``trickle``) headers slowly.
+
+    A trickling socket sends a request's headers one byte every 5 s. Returns how many the entry
+    still held after ``seconds``, and the median and longest time it took to close the others.
     """
     parsed = urlparse(base)
     request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 400
     closed_after: list[float] = []
     lock = threading.Lock()
 
-    def trickle() -> None:
+    def hold() -> None:
         started = time.monotonic()
         try:
             with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
+                sock.settimeout(5)
                 for byte in request:
                     if time.monotonic() - started > seconds:
                         return
-                    sock.sendall(bytes([byte]))
-                    time.sleep(5)
+                    if trickle:
+                        sock.sendall(bytes([byte]))
+                    try:
+                        if sock.recv(1024) == b"":  # the entry closed the connection
+                            raise ConnectionResetError
+                    except TimeoutError:
+                        pass
         except OSError:
             with lock:
                 closed_after.append(time.monotonic() - started)
 
-    threads = [threading.Thread(target=trickle, daemon=True) for _ in range(count)]
+    threads = [threading.Thread(target=hold, daemon=True) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -164,7 +182,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
     """Start a local run and send every case."""
     config = load_serve_config(http_port=free_port(), grpc_port=free_port())
     outcomes = []
-    with local_cluster(config, dashboard_port=free_port(), log_to_driver=False) as cluster:
+    with local_cluster(config, dashboard_port=free_port(), log_to_driver=False, http_entry=args.http_entry) as cluster:
         base = cluster.http_url
         assert still_serves(base), "the app does not classify a digit before the cases"
         pid = ingress_pid(cluster)
@@ -175,20 +193,22 @@ def run(args: argparse.Namespace) -> list[Outcome]:
             seconds = time.perf_counter() - started
             outcomes.append(Outcome(name, str(status), seconds, body, before, rss_mib(pid), still_serves(base)))
             print(f"{name}: {status} in {seconds:.2f} s", flush=True)
-        before = rss_mib(pid)
-        started = time.perf_counter()
-        held, median, longest = slow_sockets(base, args.slow_sockets, args.slow_seconds)
-        outcomes.append(
-            Outcome(
-                f"{args.slow_sockets} sockets sending headers a byte every 5 s for {args.slow_seconds:.0f} s",
-                f"{held} still open",
-                time.perf_counter() - started,
-                f"closed by the entry after {median:.0f} s (median), {longest:.0f} s (longest)",
-                before,
-                rss_mib(pid),
-                still_serves(base),
+        for trickle, what in ((False, "sending nothing"), (True, "sending headers a byte every 5 s")):
+            before = rss_mib(pid)
+            started = time.perf_counter()
+            held, median, longest = slow_sockets(base, args.slow_sockets, args.slow_seconds, trickle)
+            closed = args.slow_sockets - held
+            outcomes.append(
+                Outcome(
+                    f"{args.slow_sockets} sockets {what}, watched for {args.slow_seconds:.0f} s",
+                    f"{held} held, {closed} closed",
+                    time.perf_counter() - started,
+                    f"closed after {median:.0f} s (median), {longest:.0f} s (longest)" if closed else "none closed",
+                    before,
+                    rss_mib(pid),
+                    still_serves(base),
+                )
             )
-        )
     return outcomes
 
 
@@ -211,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the cases and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slow-sockets", type=int, default=200)
-    parser.add_argument("--slow-seconds", type=float, default=90.0)
+    parser.add_argument("--slow-seconds", type=float, default=60.0)
+    parser.add_argument("--http-entry", choices=("haproxy", "proxy"), default=None)
     print(table(run(parser.parse_args(argv))))
 
 

@@ -37,10 +37,19 @@ HTTP_ENTRY_ENV = "MNIST_SERVE_HTTP_ENTRY"
 #: HAProxy buffer (16 KiB: a handful of JSON digits) are replayed. Inference is pure; a replayed
 #: ``POST /tasks`` may enqueue a task twice, which at-least-once delivery already allows.
 HAPROXY_RETRY_ON = "conn-failure empty-response"
+#: Seconds HAProxy waits for a client that should be sending (its request) before closing it;
+#: Serve's default is an hour. Serve 2.60 offers no knob for HAProxy's ``timeout http-request``
+#: (the whole header deadline), so a client trickling its headers a byte at a time within this
+#: is held until it stops: bound those in front of the cluster (see the chart README's Security).
+HAPROXY_CLIENT_TIMEOUT_S = 30
 
 #: The variables each entry sets; ``0`` is written out so an exported value cannot leak in.
 ENTRY_VARIABLES: dict[str, dict[str, str]] = {
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON},
+    "haproxy": {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(HAPROXY_CLIENT_TIMEOUT_S),
+    },
     "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
 }
 

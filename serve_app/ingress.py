@@ -32,14 +32,12 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, File, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import File, Query, Request, UploadFile
+from fastapi.responses import Response
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
@@ -50,16 +48,17 @@ from serve_app import mnist_pb2
 from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
 from serve_app.config import AppArgs, BatchingConfig
 from serve_app.errors import (
-    InvalidInputError,
     PayloadTooLargeError,
     ServeAppError,
     ServiceBusyError,
     ServiceUnavailableError,
     UnsupportedMediaError,
 )
-from serve_app.grpc_api import SERVICE_NAME, models_response, predict_response, request_pixels
+from serve_app.grpc_api import models_response, predict_response, request_pixels
+from serve_app.http_api import GRPC_LIST_MODELS_ROUTE, GRPC_PREDICT_ROUTE, api, configure, record_request
 from serve_app.inputs import (
     NPY_MEDIA_TYPE,
+    PixelScale,
     decode_image_files,
     decode_npy_body,
     decode_payload,
@@ -71,7 +70,6 @@ from serve_app.schemas import (
     ERROR_RESPONSES,
     HealthResponse,
     ModelsResponse,
-    PredictRequest,
     PredictResponse,
     TaskAccepted,
     TaskStatus,
@@ -81,90 +79,7 @@ from serve_app.task_client import TaskClient
 
 logger = logging.getLogger("ray.serve")
 
-api = FastAPI(
-    title="mnist-serve",
-    summary="MNIST digit classification served by Ray Serve",
-    description=(
-        "A composed Ray Serve graph: this FastAPI ingress validates requests, a Preprocessor "
-        "deployment applies the torchvision transforms, a Classifier deployment runs the model. "
-        "Every error has a JSON body `{detail, error, status}`."
-    ),
-    version="0.1.0",
-)
-
-_JSON_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": PredictRequest.model_json_schema()},
-            # Compact body for bulk clients: numpy.save() of a (N, 28, 28), (N, 1, 28, 28) or
-            # (N, 28, 28, 1) array; uint8 means raw pixels, a float dtype [0, 1] (override with
-            # the pixel_scale query parameter).
-            "application/x-npy": {
-                "schema": {
-                    "type": "string",
-                    "format": "binary",
-                    "description": "numpy.save() of the image batch; uint8 = raw 0-255, float = [0, 1]",
-                }
-            },
-        },
-    }
-}
-
-
 GrpcMessage = TypeVar("GrpcMessage", mnist_pb2.PredictResponse, mnist_pb2.ListModelsResponse)
-
-#: The gRPC methods' routes in the metrics: their full method paths.
-GRPC_PREDICT_ROUTE = f"/{SERVICE_NAME}/Predict"
-GRPC_LIST_MODELS_ROUTE = f"/{SERVICE_NAME}/ListModels"
-#: HTTP routes recorded by name in the latency metric; anything else is "other" (bounded cardinality).
-METRIC_ROUTES = {"/predict", "/", "/predict/image", "/tasks", "/models", "/healthz"}
-#: Routes that classify (counted in mnist_requests_total by model and status).
-CLASSIFYING_ROUTES = {"/predict", "/", "/predict/image", "/tasks", GRPC_PREDICT_ROUTE}
-
-
-def metric_route(path: str) -> str:
-    """The route label of a request path: a known route, ``/tasks/{id}``, or ``other``."""
-    if path in METRIC_ROUTES:
-        return path
-    return "/tasks/{id}" if path.startswith("/tasks/") else "other"
-
-
-MODEL_HEADER = "serve_multiplexed_model_id"
-
-
-def record_request(route: str, started: float, outcome: int, model: str | None) -> None:
-    """Record one request's latency by route and, for a classifying request (``model`` given), its outcome.
-
-    ``outcome`` is the HTTP status; a gRPC request records its HTTP equivalent, so one alert on
-    5xx covers both APIs.
-    """
-    metrics = ingress_metrics()
-    metrics.request_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"route": route})
-    if model is not None and route in CLASSIFYING_ROUTES:
-        metrics.requests.inc(tags={"model": model, "outcome": str(outcome)})
-
-
-@api.middleware("http")
-async def _record_request_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    model = getattr(request.state, "model_id", "none") if request.method == "POST" else None
-    record_request(metric_route(request.url.path), started, response.status_code, model)
-    return response
-
-
-@api.exception_handler(ServeAppError)
-async def _serve_app_error(_: Request, exc: ServeAppError) -> JSONResponse:
-    return JSONResponse(exc.to_body(), status_code=int(exc.status), headers=exc.headers)
-
-
-@api.exception_handler(RequestValidationError)
-async def _request_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg')}" for error in exc.errors()
-    )
-    return await _serve_app_error(request, InvalidInputError(problems or "invalid request"))
 
 
 def map_downstream_error(exc: Exception) -> ServeAppError:
@@ -177,6 +92,9 @@ def map_downstream_error(exc: Exception) -> ServeAppError:
         return ServiceUnavailableError(f"a model replica is unavailable ({type(exc).__name__}); retry shortly")
     logger.exception("unexpected error in the serving graph")
     return ServeAppError(f"internal error in the serving graph: {type(exc).__name__}")
+
+
+MODEL_HEADER = "serve_multiplexed_model_id"
 
 
 # Module-level helpers the Ingress's methods call are defined above the class: @serve.deployment
@@ -221,6 +139,7 @@ class Ingress:
         self.batching = INGRESS_BATCHING
         self.metrics = ingress_metrics()
         self._classifier_by_model: dict[str, DeploymentHandle] = {}
+        configure(args.max_body_bytes, args.max_batch_images)  # this replica's body limit and schema
         self.store.check_id(args.model_id)  # a wrong default fails the deploy, not the first request
 
     def _resolve_model(self, request: Request | None = None) -> str:
@@ -314,46 +233,49 @@ class Ingress:
         except Exception as exc:
             raise map_downstream_error(exc) from exc
 
-    async def _read_pixels(self, request: Request) -> np.ndarray:
-        """The body as validated pixels: a JSON batch, or a ``.npy`` array (``application/x-npy``)."""
+    async def _read_pixels(self, request: Request, pixel_scale: PixelScale = "auto") -> np.ndarray:
+        """The body as validated pixels: a JSON batch, or a ``.npy`` array (``application/x-npy``).
+
+        A ``.npy`` array is read with the ``pixel_scale`` query parameter; a JSON body says its own.
+        """
         content_type = media_type(request.headers.get("content-type"))
         if content_type not in ("application/json", "", "text/plain", NPY_MEDIA_TYPE):
             raise UnsupportedMediaError(
                 f"content type {content_type!r} is not accepted here; send application/json or {NPY_MEDIA_TYPE}"
             )
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.args.max_body_bytes:
-            raise PayloadTooLargeError(f"body of {declared} bytes exceeds the limit of {self.args.max_body_bytes}")
-        body = await request.body()
-        if len(body) > self.args.max_body_bytes:
-            raise PayloadTooLargeError(f"body of {len(body)} bytes exceeds the limit of {self.args.max_body_bytes}")
+        body = await request.body()  # at most max_body_bytes: http_api.BodyLimit stops a longer one
         if content_type == NPY_MEDIA_TYPE:
-            scale = request.query_params.get("pixel_scale", "auto")
-            return decode_npy_body(body, scale, self.args.max_batch_images)  # type: ignore[arg-type]
+            return decode_npy_body(body, pixel_scale, self.args.max_batch_images)
         return decode_payload(parse_json_body(body), self.args.max_batch_images)
 
     @api.post(
         "/predict",
         response_model=PredictResponse,
         responses=ERROR_RESPONSES,
-        openapi_extra=_JSON_BODY_DOC,
         summary="Classify a JSON batch of digits",
     )
-    async def predict_json(self, request: Request) -> dict[str, Any]:
-        """Classify ``{"image": [...], "pixel_scale": "auto"}``."""
+    async def predict_json(
+        self,
+        request: Request,
+        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
+    ) -> dict[str, Any]:
+        """Classify ``{"image": [...], "pixel_scale": "auto"}``, or the same batch as a ``.npy`` body."""
         model_id = self._resolve_model(request)
-        return await self._classify(await self._read_pixels(request), model_id)
+        return await self._classify(await self._read_pixels(request, pixel_scale), model_id)
 
     @api.post(
         "/",
         response_model=PredictResponse,
         responses=ERROR_RESPONSES,
-        openapi_extra=_JSON_BODY_DOC,
         summary="Classify a JSON batch (the tutorial's endpoint)",
     )
-    async def predict_root(self, request: Request) -> dict[str, Any]:
+    async def predict_root(
+        self,
+        request: Request,
+        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
+    ) -> dict[str, Any]:
         """The tutorial posts ``{"image": ...}`` to ``/``; same contract as ``/predict``."""
-        return await self.predict_json(request)
+        return await self.predict_json(request, pixel_scale)
 
     @api.post(
         "/predict/image",
@@ -394,14 +316,18 @@ class Ingress:
         status_code=202,
         response_model=TaskAccepted,
         responses=ERROR_RESPONSES,
-        openapi_extra=_JSON_BODY_DOC,
         summary="Submit a JSON batch for asynchronous classification",
     )
-    async def submit_task(self, request: Request, response: Response) -> dict[str, Any]:
+    async def submit_task(
+        self,
+        request: Request,
+        response: Response,
+        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
+    ) -> dict[str, Any]:
         """Validate now (422 for a bad body), enqueue, answer 202 with the task id at once."""
         tasks = self._task_client()
         model_id = self._resolve_model(request)
-        pixels = await self._read_pixels(request)
+        pixels = await self._read_pixels(request, pixel_scale)
         task_id = await tasks.submit(pixels, model_id)
         response.headers["Location"] = f"/tasks/{task_id}"
         return {"task_id": task_id, "state": "pending", "status_url": f"/tasks/{task_id}"}

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -43,13 +45,19 @@ MAX_UPLOAD_SIDE = 2048
 
 
 def parse_json_body(body: bytes) -> Any:
-    """Parse a JSON body; NaN and Infinity literals parse (and are rejected later, by name)."""
+    """Parse a JSON body; NaN and Infinity literals parse (and are rejected later, by name).
+
+    A body nested deeper than Python's recursion limit (about 1,000 levels; an image needs 4) is
+    malformed, not a fault of the service.
+    """
     if not body.strip():
         raise MalformedBodyError('empty request body; send JSON like {"image": [[[0, ...], ...]]}')
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedBodyError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBodyError("malformed JSON: nested too deeply (an image batch needs 4 levels)") from None
 
 
 def _shape_error(shape: tuple[int, ...]) -> InvalidInputError:
@@ -61,13 +69,30 @@ def _shape_error(shape: tuple[int, ...]) -> InvalidInputError:
     )
 
 
-def _as_array(images: Any) -> np.ndarray:
+def _too_many(count: int, max_images: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"batch of {count} images exceeds this service's maximum of {max_images} per request; "
+        "split it into smaller requests"
+    )
+
+
+def _one_unbatched_image(images: Sequence[Any]) -> bool:
+    """Whether a list looks like one 28x28 image sent without the batch dimension."""
+    first = images[0]
+    return len(images) == 28 and isinstance(first, Sequence) and len(first) == 28 and not isinstance(first[0], Sequence)
+
+
+def _as_array(images: Any, max_images: int) -> np.ndarray:
     """Nested lists or an array -> numpy array, refusing ragged or non-numeric input."""
     if isinstance(images, np.ndarray):
         array = images
     else:
         if isinstance(images, (str, bytes, Mapping)) or not isinstance(images, Sequence):
             raise InvalidInputError(f"'image' must be a list of images, got {type(images).__name__}")
+        if len(images) > max_images:  # before numpy copies them all
+            if _one_unbatched_image(images):
+                raise _shape_error((28, 28))
+            raise _too_many(len(images), max_images)
         try:
             array = np.asarray(images)
         except ValueError:
@@ -127,15 +152,12 @@ def _check_range(array: np.ndarray, scale: Literal["uint8", "unit"]) -> np.ndarr
 
 def decode_images(images: Any, pixel_scale: PixelScale = "auto", max_images: int = 256) -> np.ndarray:
     """Validate a batch of images; return (N, 1, 28, 28) uint8 or float32 pixels."""
-    array = _as_array(images)
+    array = _as_array(images, max_images)
     if array.ndim == 0 or array.shape[0] == 0:
         raise InvalidInputError("'image' is an empty batch; send at least one 28x28 image")
     array = _to_nchw(array)
     if array.shape[0] > max_images:
-        raise PayloadTooLargeError(
-            f"batch of {array.shape[0]} images exceeds this service's maximum of {max_images} per request; "
-            "split it into smaller requests"
-        )
+        raise _too_many(array.shape[0], max_images)
     return _check_range(array, resolve_scale(array, pixel_scale))
 
 
@@ -159,16 +181,66 @@ def media_type(content_type: str | None) -> str:
     return (content_type if content_type is not None else "application/json").split(";")[0].strip()
 
 
+#: The longest ``.npy`` header read (numpy's own default bound); an image batch's is under 128 bytes.
+MAX_NPY_HEADER_BYTES = 10_000
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a ``.npy`` body's header declares, and where its data starts."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    fortran_order: bool
+    data_offset: int
+
+
+def read_npy_header(body: bytes) -> NpyHeader:
+    """Parse and check a ``numpy.save()`` header without reading (or allocating) the data.
+
+    The header must be a .npy format 1.x-3.x header of a plain numeric array (no object dtype:
+    no pickles) and must describe exactly the bytes that follow it.
+    """
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f".npy format version {version} is not accepted; numpy.save() writes 1.0")
+        shape, fortran_order, dtype = readers[version](stream, max_header_size=MAX_NPY_HEADER_BYTES)
+    except (ValueError, EOFError, OSError, SyntaxError) as error:
+        raise MalformedBodyError(f"not a .npy array: {error}") from None
+    if dtype.hasobject:
+        raise MalformedBodyError("not a .npy array of numbers: object arrays (pickles) are never loaded")
+    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+        raise InvalidInputError(f"a .npy batch must hold integers or floats, not {dtype}")
+    header = NpyHeader(tuple(int(n) for n in shape), dtype, bool(fortran_order), stream.tell())
+    declared = math.prod(header.shape) * dtype.itemsize
+    received = len(body) - header.data_offset
+    if declared != received:
+        raise MalformedBodyError(
+            f"the .npy header declares shape {list(header.shape)} of {dtype} ({declared} bytes of data) "
+            f"but {received} bytes follow it"
+        )
+    return header
+
+
 def decode_npy_body(body: bytes, pixel_scale: PixelScale = "auto", max_images: int = 256) -> np.ndarray:
-    """A ``numpy.save()`` body (no pickles) -> validated (N, 1, 28, 28) pixels, as :func:`decode_images`."""
+    """A ``numpy.save()`` body (no pickles) -> validated (N, 1, 28, 28) pixels, as :func:`decode_images`.
+
+    The header is checked first (:func:`read_npy_header`): a batch of the wrong shape or of too
+    many images is refused before its data is touched, and the array is a view of the body.
+    """
     if not body:
         raise MalformedBodyError("empty request body; send the bytes numpy.save() writes for the image batch")
-    try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise MalformedBodyError(f"not a .npy array: {error}") from None
-    if not isinstance(array, np.ndarray):
-        raise MalformedBodyError("send one array saved with numpy.save(), not an .npz archive")
+    header = read_npy_header(body)
+    if len(header.shape) not in (3, 4):
+        raise _shape_error(header.shape)
+    if header.shape[0] > max_images:
+        raise _too_many(header.shape[0], max_images)
+    count = math.prod(header.shape)
+    array = np.frombuffer(body, dtype=header.dtype, count=count, offset=header.data_offset)
+    array = array.reshape(header.shape, order="F" if header.fortran_order else "C")
     return decode_images(array, pixel_scale, max_images)
 
 

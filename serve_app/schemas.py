@@ -1,51 +1,86 @@
 """Request and response schemas of the HTTP API (pydantic v2).
 
-The JSON request models document the contract in the OpenAPI schema (``/docs``);
-the ingress parses bodies itself (:mod:`serve_app.inputs`) so that every
-mistake gets a precise message and the right status. Responses are validated
-pydantic models.
+The request body's JSON Schema (:func:`predict_request_schema`) documents the contract in the
+OpenAPI schema (``/docs``) as strictly as JSON Schema can; the ingress parses bodies itself
+(:mod:`serve_app.inputs`) so that every mistake gets a precise message and the right status.
+Responses are validated pydantic models.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-Row = Annotated[list[float], Field(min_length=28, max_length=28)]
-Image2D = Annotated[list[Row], Field(min_length=28, max_length=28, description="28 rows of 28 pixels")]
-Image3D = Annotated[
-    list[Image2D], Field(min_length=1, max_length=1, description="one channel of 28x28 pixels (1x28x28)")
-]
+#: The image layouts a batch may use (one per batch), as (rows, columns, channels-last) shapes.
+IMAGE_LAYOUTS = ("28x28", "1x28x28", "28x28x1")
+#: How a pixel may be written: raw (integers 0-255) or scaled like ToTensor (numbers in [0, 1]).
+PIXEL_SCHEMAS: dict[str, dict[str, object]] = {
+    "uint8": {"type": "integer", "minimum": 0, "maximum": 255},
+    "unit": {"type": "number", "minimum": 0, "maximum": 1},
+}
+PIXEL_SCALE_DOC = (
+    "'uint8': integers 0-255. 'unit': numbers in [0, 1] (what torchvision's ToTensor gives). 'auto' "
+    "(the default): 'uint8' when every number is written as an integer, otherwise 'unit' (so a "
+    "whole number written with a decimal point, like 255.0, is read as a [0, 1] number)."
+)
 
 
-class PredictRequest(BaseModel):
-    """A batch of 28x28 greyscale digits, white on black, as MNIST."""
+def _exactly(items: dict[str, object], count: int) -> dict[str, object]:
+    return {"type": "array", "items": items, "minItems": count, "maxItems": count}
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"image": [[[0] * 28] * 28], "pixel_scale": "uint8"},
-            ]
-        },
-    )
 
-    image: list[Image2D | Image3D] = Field(
-        min_length=1,
-        description=(
-            "N >= 1 images, each 28x28 or 1x28x28 (28x28x1 is accepted too). Raw pixels are "
-            "integers 0-255; pixels already scaled by ToTensor are floats in [0, 1]. NaN and "
-            "infinity are rejected. More images than the service's max_batch_images is a 413."
-        ),
-    )
-    pixel_scale: Literal["auto", "uint8", "unit"] = Field(
-        "auto",
-        description=(
-            "'uint8': integers 0-255. 'unit': floats in [0, 1]. 'auto': 'uint8' if every "
-            "number is an integer, otherwise 'unit'."
-        ),
-    )
+def image_schema(layout: str, scale: str) -> dict[str, object]:
+    """One image of a layout (28x28, 1x28x28, 28x28x1) with pixels of a scale (uint8, unit)."""
+    pixel = PIXEL_SCHEMAS[scale]
+    if layout == "28x28x1":
+        return _exactly(_exactly(_exactly(pixel, 1), 28), 28)
+    plane = _exactly(_exactly(pixel, 28), 28)
+    return _exactly(plane, 1) if layout == "1x28x28" else plane
+
+
+def batch_schema(layout: str, scale: str, max_images: int) -> dict[str, object]:
+    """1 to ``max_images`` images, all of one layout and scale."""
+    return {
+        "type": "array",
+        "items": image_schema(layout, scale),
+        "minItems": 1,
+        "maxItems": max_images,
+        "description": f"{layout} images, {scale} pixels",
+    }
+
+
+def predict_request_schema(max_images: int) -> dict[str, object]:
+    """JSON Schema of a ``/predict`` body: exactly what :func:`serve_app.inputs.decode_payload` accepts.
+
+    ``{"image": [...], "pixel_scale": ...}`` with 1 to ``max_images`` images of one layout, whose
+    pixels suit the scale: an explicit ``uint8`` or ``unit`` allows only its kind of number;
+    ``auto`` (or no ``pixel_scale``) allows a batch written in either. More images than
+    ``max_images`` is answered 413 rather than 422.
+    """
+
+    def body(scales: list[str], pixel_kinds: tuple[str, ...], required: list[str]) -> dict[str, object]:
+        batches = [batch_schema(layout, kind, max_images) for layout in IMAGE_LAYOUTS for kind in pixel_kinds]
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": required,
+            "properties": {
+                "image": {"anyOf": batches, "description": "N >= 1 images of one layout: 28x28, 1x28x28 or 28x28x1"},
+                "pixel_scale": {"enum": scales, "description": PIXEL_SCALE_DOC},
+            },
+        }
+
+    return {
+        "title": "PredictRequest",
+        "description": "A batch of 28x28 greyscale digits, white on black, as MNIST. NaN and infinity are refused.",
+        "anyOf": [
+            body(["auto"], ("uint8", "unit"), ["image"]),
+            body(["uint8"], ("uint8",), ["image", "pixel_scale"]),
+            body(["unit"], ("unit",), ["image", "pixel_scale"]),
+        ],
+        "examples": [{"image": [[[0] * 28] * 28], "pixel_scale": "uint8"}],
+    }
 
 
 class PredictResponse(BaseModel):

@@ -27,7 +27,7 @@ from bench.compare import (
     with_pythonpath,
 )
 from bench.wrk import WrkResult
-from serve_app.http_entry import HAPROXY_RETRY_ON
+from serve_app.http_entry import ENTRY_VARIABLES
 
 
 def _point(
@@ -74,7 +74,7 @@ def test_variants_presets_and_custom_environments(monkeypatch):
     assert [v.name for v in args.variants] == ["proxy", "haproxy", "A_B=1,C=x"]
     assert [v.http_entry for v in args.variants] == ["proxy", "haproxy", None]
     assert args.variants[0].ray_env() == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
-    haproxy = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON}
+    haproxy = ENTRY_VARIABLES["haproxy"]
     assert args.variants[1].ray_env() == haproxy
     assert args.variants[2].env == {"A_B": "1", "C": "x"}
     assert args.variants[2].ray_env() == {**haproxy, "A_B": "1", "C": "x"}

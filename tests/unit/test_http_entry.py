@@ -35,6 +35,7 @@ def test_haproxy_gets_its_own_stats_and_metrics_ports():
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # a request that a dying Ingress replica closed without an answer is replayed elsewhere
         "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "30",
         "RAY_SERVE_HAPROXY_STATS_PORT": "18404",
         "RAY_SERVE_HAPROXY_METRICS_PORT": "19101",
     }

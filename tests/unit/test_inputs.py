@@ -16,7 +16,6 @@ from serve_app.inputs import (
     media_type,
     parse_json_body,
 )
-from serve_app.schemas import PredictRequest
 
 
 def test_tutorial_float_batch_is_read_as_unit_scale():
@@ -170,14 +169,6 @@ def test_upload_batches():
         decode_image_files([], max_images=4)
     with pytest.raises(PayloadTooLargeError):
         decode_image_files([("a", png)] * 5, max_images=4)
-
-
-def test_request_schema_documents_the_contract():
-    schema = PredictRequest.model_json_schema()
-    assert schema["required"] == ["image"]
-    assert schema["properties"]["pixel_scale"]["enum"] == ["auto", "uint8", "unit"]
-    PredictRequest.model_validate({"image": np.zeros((2, 1, 28, 28)).tolist()})
-    PredictRequest.model_validate({"image": np.zeros((2, 28, 28), dtype=int).tolist(), "pixel_scale": "uint8"})
 
 
 def _npy(array: np.ndarray) -> bytes:

@@ -1,6 +1,6 @@
 """The Ingress's metric labels stay bounded whatever paths clients send."""
 
-from serve_app.ingress import metric_route
+from serve_app.http_api import metric_route
 
 
 def test_metric_routes_have_bounded_cardinality():

@@ -197,6 +197,9 @@ spec:
         # HAProxy replays a request that got no answer at all (a replica lost with requests in flight).
         - name: RAY_SERVE_HAPROXY_RETRY_ON
           value: "conn-failure empty-response"
+        # A client that stays silent while it should be sending is closed after 30 s (Serve's default: 1 h).
+        - name: RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S
+          value: "30"
         {{- else }}
         - name: RAY_SERVE_ENABLE_HA_PROXY
           value: "0"
