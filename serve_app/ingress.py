@@ -33,7 +33,7 @@ import contextvars
 import logging
 import time
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import File, Query, Request, UploadFile
@@ -289,7 +289,10 @@ class Ingress:
         files: list[UploadFile] = File(
             description="one or more PNG or JPEG digits; larger images are resized to 28x28"
         ),
-        invert: bool = Query(False, description="invert black-on-white drawings to MNIST's white-on-black"),
+        # "true" or "false" only, exactly what the schema says (FastAPI's bool would also take 1, on, yes...).
+        invert: Literal["true", "false"] = Query(
+            "false", description="true: invert black-on-white drawings to MNIST's white-on-black"
+        ),
     ) -> dict[str, Any]:
         """Classify uploaded image files, one prediction per file in upload order."""
         model_id = self._resolve_model(request)
@@ -301,7 +304,8 @@ class Ingress:
             if total > self.args.max_body_bytes:
                 raise PayloadTooLargeError(f"uploads exceed the limit of {self.args.max_body_bytes} bytes")
             contents.append((upload.filename or "upload", content))
-        return await self._classify(decode_image_files(contents, self.args.max_batch_images, invert), model_id)
+        pixels = decode_image_files(contents, self.args.max_batch_images, invert == "true")
+        return await self._classify(pixels, model_id)
 
     def _task_client(self) -> TaskClient:
         if self.tasks is None:

@@ -8,11 +8,13 @@ The input contract, enforced here and documented in the OpenAPI schema:
   - ``"uint8"``: raw pixels, integers 0-255 (the tutorial's composed app);
   - ``"unit"``: floats in [0, 1], what ``torchvision.transforms.ToTensor`` produces
     (the tutorial's first app posts ``np.random.rand(N, 1, 28, 28)``);
-  - ``"auto"`` (default): ``uint8`` when every number is an integer (JSON ints,
-    or an integer numpy dtype), ``unit`` as soon as one number is a float.
+  - ``"auto"`` (default): ``uint8`` when every number is a whole number, ``unit`` as soon
+    as one has a fraction. By value, as JSON Schema reads numbers: ``255`` and ``255.0`` are
+    the same number. A [0, 1] image of nothing but 0s and 1s therefore needs an explicit
+    ``"unit"``.
 
-* Bulk clients may send the batch as a ``.npy`` array instead (``application/x-npy``):
-  the dtype then says the scale (uint8 raw, float [0, 1]).
+* Bulk clients may send the batch as a ``.npy`` array instead (``application/x-npy``), with
+  the ``pixel_scale`` query parameter (the same rule for ``auto``; any integer or float dtype).
 * NaN, infinity, values outside the scale's range, non-numbers, ragged nesting,
   an empty batch are rejected with :class:`~serve_app.errors.InvalidInputError`
   (422); more than ``max_images`` images with
@@ -118,12 +120,16 @@ def _to_nchw(array: np.ndarray) -> np.ndarray:
 
 
 def resolve_scale(array: np.ndarray, pixel_scale: PixelScale) -> Literal["uint8", "unit"]:
-    """The scale to read ``array`` with: explicit, or inferred from the number types."""
+    """The scale to read ``array`` with: explicit, or inferred from the values (whole numbers: uint8)."""
     if pixel_scale not in PIXEL_SCALES:
         raise InvalidInputError(f"pixel_scale must be one of {list(PIXEL_SCALES)}, got {pixel_scale!r}")
     if pixel_scale != "auto":
         return pixel_scale
-    return "uint8" if np.issubdtype(array.dtype, np.integer) else "unit"
+    if np.issubdtype(array.dtype, np.integer):
+        return "uint8"
+    with np.errstate(invalid="ignore"):
+        whole = bool(np.all(np.isfinite(array)) and np.array_equal(array, np.floor(array)))
+    return "uint8" if whole else "unit"
 
 
 def _check_range(array: np.ndarray, scale: Literal["uint8", "unit"]) -> np.ndarray:

@@ -139,8 +139,31 @@ def http_port_of(config: dict[str, Any]) -> int:
     return int((config.get("http_options") or {}).get("port", 8000))
 
 
+#: How long a stopping replica or proxy stays draining in a local run, in seconds. Serve's default
+#: (30 s) gives a cluster's load balancers time to stop sending; on one machine HAProxy notices at
+#: once, and Ctrl-C should not wait half a minute. The chart keeps Serve's default.
+LOCAL_DRAIN_S = 2
 #: Environment of every local Ray process, besides the HTTP entry's (Serve reads it at start-up).
-SERVE_PROCESS_ENV = {GRPC_MAX_MESSAGE_ENV: str(DEFAULT_GRPC_MAX_MESSAGE_BYTES)}
+SERVE_PROCESS_ENV = {
+    GRPC_MAX_MESSAGE_ENV: str(DEFAULT_GRPC_MAX_MESSAGE_BYTES),
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(LOCAL_DRAIN_S),
+    "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": str(LOCAL_DRAIN_S),
+}
+
+
+@contextmanager
+def sigint_ignored_by_children() -> Iterator[None]:
+    """Ray's processes started in the block ignore SIGINT (the disposition is inherited).
+
+    Ctrl-C in a terminal signals the whole foreground process group: without this, Ray's GCS and
+    raylet die with the driver's first breath, and the driver's orderly shutdown (Serve, then HAProxy,
+    then Ray) hangs waiting for them. The driver itself keeps its own handler.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
@@ -181,13 +204,14 @@ def _deployed(
     import ray
     from ray import serve
 
-    context = ray.init(
-        include_dashboard=True,
-        dashboard_port=dashboard_port,
-        namespace="serve",
-        log_to_driver=log_to_driver,
-        **ray_init_kwargs,
-    )
+    with sigint_ignored_by_children():
+        context = ray.init(
+            include_dashboard=True,
+            dashboard_port=dashboard_port,
+            namespace="serve",
+            log_to_driver=log_to_driver,
+            **ray_init_kwargs,
+        )
     try:
         dashboard_url = f"http://{context.dashboard_url}"
         dashboard = DashboardClient(dashboard_url, token=read_auth_token())
@@ -203,7 +227,10 @@ def _deployed(
             http_entry=http_entry,
         )
     finally:
+        began = time.monotonic()
+        print(f"stopping: draining Serve's replicas and HTTP entry (at least {LOCAL_DRAIN_S} s) ...", flush=True)
         serve.shutdown()
+        print(f"stopping: Serve is down after {time.monotonic() - began:.0f} s; stopping Ray ...", flush=True)
         ray.shutdown()
 
 
@@ -215,7 +242,8 @@ def banner(cluster: LocalCluster) -> str:
     base = cluster.http_url.replace("127.0.0.1", "localhost")
     return f"""
 mnist-serve is up on a local Ray (CPU), HTTP entry: {ENTRY_WORDS[cluster.http_entry]}.
-The Classifier scales from zero: the first request starts its replica and waits a few seconds for it.
+One Classifier replica is running; after 5 idle minutes it scales to zero, and the next request
+then waits about 10 s for a new one.
 
   classify a real digit (a 7):
     curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
@@ -231,11 +259,24 @@ Press Ctrl-C to stop.
 """
 
 
+def this_python() -> str:
+    """The running interpreter as a user can type it (``.venv/bin/python`` from the repository).
+
+    Relative to the working directory when inside it, else absolute: the environment that has the
+    gRPC client's dependencies, where a bare ``python`` may not.
+    """
+    path = Path(sys.executable)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def grpc_lines(target: str | None) -> str:
     """The banner's lines for the gRPC API (none when the config serves no gRPC)."""
     if target is None:
         return ""
-    client = f"python -m serve_app.grpc_client --target {target.replace('127.0.0.1', 'localhost')}"
+    client = f"{this_python()} -m serve_app.grpc_client --target {target.replace('127.0.0.1', 'localhost')}"
     return f"""
   gRPC API (serve_app/mnist.proto, mnist_serve.v1.Mnist):
     {client} {EXAMPLE_DIGIT.with_name("digit-7.png")}"""
@@ -268,6 +309,7 @@ def run(
 ) -> int:
     """Serve until Ctrl-C or SIGTERM; return the exit code."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
     config = apply_overrides(load_serve_config(config_path, http_port, grpc_port), overrides or [])
     if trace:
         config["tracing_config"] = LOCAL_TRACING

@@ -21,8 +21,8 @@ PIXEL_SCHEMAS: dict[str, dict[str, object]] = {
 }
 PIXEL_SCALE_DOC = (
     "'uint8': integers 0-255. 'unit': numbers in [0, 1] (what torchvision's ToTensor gives). 'auto' "
-    "(the default): 'uint8' when every number is written as an integer, otherwise 'unit' (so a "
-    "whole number written with a decimal point, like 255.0, is read as a [0, 1] number)."
+    "(the default): 'uint8' when every number is a whole number (255 and 255.0 alike, as JSON reads "
+    "them), otherwise 'unit'; so a [0, 1] image of nothing but 0s and 1s needs 'unit'."
 )
 
 

@@ -110,6 +110,8 @@ BODIES = [
     {"image": [image(0.5, "1x28x28"), image(1.0, "1x28x28")], "pixel_scale": "unit"},
     {"image": [image(7, "28x28x1")]},
     {"image": [image(1)], "pixel_scale": "unit"},
+    {"image": [image(63.0)]},  # whole numbers written as floats are raw pixels, as JSON Schema reads them
+    {"image": [image(0.5), image(200)]},  # a fraction makes the batch [0, 1]: 200 is out of range
     {"image": [image(0), image(0, "1x28x28")]},  # a ragged mix of layouts
     {"image": [image(1.5)]},  # out of [0, 1]
     {"image": [image(256)]},
@@ -144,3 +146,13 @@ def test_the_schema_is_valid_json_schema_with_the_batch_limit():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     batches = [b for variant in SCHEMA["anyOf"] for b in variant["properties"]["image"]["anyOf"]]
     assert {b["maxItems"] for b in batches} == {MAX_IMAGES} and len(batches) == 6 + 3 + 3
+
+
+@pytest.mark.parametrize(
+    ("values", "scale"),
+    [([0, 255], "uint8"), ([0.0, 255.0], "uint8"), ([0.0, 1.0], "uint8"), ([0.0, 0.5], "unit"), ([1, 0.25], "unit")],
+)
+def test_auto_reads_whole_numbers_as_raw_pixels_whatever_their_notation(values, scale):
+    from serve_app.inputs import resolve_scale
+
+    assert resolve_scale(np.asarray(json.loads(json.dumps(values))), "auto") == scale
