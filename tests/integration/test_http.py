@@ -86,8 +86,10 @@ def test_openapi_docs_describe_the_input_contract(local_serve):
     for path in ("/predict", "/", "/predict/image", "/healthz"):
         assert path in spec["paths"]
     body_schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert "pixel_scale" in body_schema["properties"]
-    assert body_schema["required"] == ["image"]
+    variants = body_schema["anyOf"]
+    assert all("pixel_scale" in v["properties"] and "image" in v["required"] for v in variants)
+    limit = local_serve.serve_config["applications"][0]["args"]["max_batch_images"]
+    assert {b["maxItems"] for v in variants for b in v["properties"]["image"]["anyOf"]} == {limit}
     assert set(spec["paths"]["/predict"]["post"]["responses"]) >= {"200", "400", "413", "422"}
 
 
@@ -109,6 +111,22 @@ BAD_JSON_REQUESTS = [
     pytest.param({"json": {"image": [ZERO], "pixel_scale": "bits"}}, 422, "pixel_scale", id="bad-scale"),
     pytest.param({"json": {"image": [ZERO] * 257}}, 413, "maximum of 256", id="oversized-batch"),
     pytest.param({"data": b"<a/>", "headers": {"Content-Type": "application/xml"}}, 415, "application/json", id="xml"),
+    pytest.param({"data": b'{"image": ' + b"[" * 2_000 + b"]" * 2_000 + b"}"}, 400, "nested too deeply", id="nested"),
+    pytest.param(
+        {"data": b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"}, 400, "nested too deeply", id="nested-100k"
+    ),
+    pytest.param(
+        {
+            "data": b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (1000000, 1000, 1000), }"
+            + b" " * 43
+            + b"\n"
+            + b"\0" * 100,
+            "headers": {"Content-Type": "application/x-npy"},
+        },
+        400,
+        "declares shape",
+        id="npy-claims-a-trillion",
+    ),
 ]
 
 
@@ -121,6 +139,30 @@ def test_bad_json_input_is_a_clear_4xx(local_serve, path, kwargs, status, messag
     assert body["status"] == status
     assert body["error"].endswith("Error")
     assert re.search(message, body["detail"]), body["detail"]
+
+
+def test_a_chunked_body_past_the_limit_is_cut_off_with_a_413(local_serve, example_digits):
+    limit = local_serve.serve_config["applications"][0]["args"]["max_body_bytes"]
+
+    def chunks():
+        yield b'{"image": ['
+        for _ in range(2 * limit // 2**20):
+            yield b"0," * 2**19
+
+    response = requests.post(local_serve.base_url + "/predict", data=chunks(), timeout=120)
+    assert response.status_code == 413 and response.json()["error"] == "PayloadTooLargeError"
+    images, labels = example_digits
+    assert local_serve.post("/predict", json={"image": images.tolist()}).json()["predicted_label"] == labels.tolist()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [("GET", "/nowhere", 404, "RouteNotFoundError"), ("DELETE", "/predict", 405, "MethodNotAllowedError")],
+)
+def test_routing_errors_have_the_services_error_body(local_serve, method, path, status, error):
+    response = requests.request(method, local_serve.base_url + path, timeout=30)
+    assert response.status_code == status
+    assert response.json() | {"detail": "?"} == {"detail": "?", "error": error, "status": status}
 
 
 def test_oversized_body_is_a_413(local_serve):
