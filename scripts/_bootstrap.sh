@@ -59,9 +59,12 @@ install_project() {
   local stamp="$VENV/.mnist-serve-installed" want
   want="$(sha256sum <"$ROOT/pyproject.toml" | cut -c1-16) $*"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
-  log "installing the project into $VENV (first run: a few minutes; torch and ray are large)"
+  log "installing the project into $VENV (first run: a few minutes; torch and ray are large); pip's progress follows"
   "$PY" -m pip install -q --upgrade "pip>=25.1"
-  (cd "$ROOT" && "$PY" -m pip install -q -e . "$@")
+  # pip's own lines (Collecting ..., Installing collected packages ...) show where it is.
+  (cd "$ROOT" && "$PY" -m pip install --progress-bar off -e . "$@") \
+    | { grep -E --line-buffered '^(Collecting|Installing|Successfully)' >&2 || true; }
+  log "installed"
   echo "$want" >"$stamp"
 }
 

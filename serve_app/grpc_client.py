@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from serve_app.errors import ServeAppError
 from serve_app.grpc_api import call_metadata
 
 DEFAULT_TARGET = "localhost:9000"
+#: Overrides :data:`DEFAULT_TARGET` (a port-forward or a local run on another port).
+TARGET_ENV = "MNIST_SERVE_GRPC_TARGET"
 #: The biggest batch this client reads; the service refuses more than its own max_batch_images.
 MAX_CLIENT_IMAGES = 65536
 
@@ -75,7 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m serve_app.grpc_client", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, help="PNG/JPEG digits or JSON bodies ({'image': [...]})")
-    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"host:port of the gRPC API ({DEFAULT_TARGET})")
+    parser.add_argument(
+        "--target",
+        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
+        help=f"host:port of the gRPC API (${TARGET_ENV}, else {DEFAULT_TARGET})",
+    )
     parser.add_argument("--model", default=None, help="model id (default: the service's default model)")
     parser.add_argument("--application", default=APP_NAME, help=f"the Serve application ({APP_NAME})")
     parser.add_argument("--list-models", action="store_true", help="list the models instead of classifying")
