@@ -1,6 +1,7 @@
-r"""The whole graph against the tutorial's one-deployment app and a plain FastAPI server, same load.
+r"""The whole graph against the tutorial's one-deployment app, plain FastAPI and KServe's model server, same load.
 
-    python -m bench.compare                      # 8 s per point: 3 servers x {1, 64} digits x c 1, 8, 32, 64
+    python -m bench.compare                      # 8 s per point: 4 servers x {1, 64} digits x c 1, 8, 32, 64
+    python -m bench.compare --servers graph kserve --encodings oip-json oip-binary oip-grpc   # OIP only
     python -m bench.compare --quick              # 2 s per point, for a smoke run
     python -m bench.compare --servers graph --variant proxy --variant haproxy --variant direct-ingress \
         --digits 1 --concurrency 1 32            # Serve's HTTP entries, the graph only
@@ -19,14 +20,21 @@ Starts, one after another on this machine (never two at once), and drives each w
   direct-ingress mode;
 * **(b)** ``tutorial``: one Serve deployment with the model inside, as the tutorial's section 2
   builds it, Serve's defaults: its Python proxy, ``max_ongoing_requests`` 5 (:mod:`bench.tutorial_app`);
-* **(c)** ``fastapi``: plain FastAPI under uvicorn, one worker, no Ray (:mod:`bench.fastapi_app`).
+* **(c)** ``fastapi``: plain FastAPI under uvicorn, one worker, no Ray (:mod:`bench.fastapi_app`);
+* **(d)** ``kserve``: KServe's Python model server (``kserve`` 0.21.0, in its own environment,
+  ``.venv-kserve``, made on first use) serving the same model over the Open Inference Protocol,
+  REST and gRPC, one process (:mod:`bench.kserve_app`).
 
 Bodies (``--encodings``): JSON pixel lists to every server; for requests of more than one digit
 also the ``numpy.save()`` bytes of the uint8 batch (``Content-Type: application/x-npy``, the compact
 body for bulk clients) to (a) and (c); and the graph's gRPC API (``grpc``: ``mnist_serve.v1.Mnist/Predict``
 with the uint8 pixels as ``raw`` bytes) to (a), driven by :mod:`bench.grpc_load` at the same
 concurrency (a Python client: the table shows each load generator's own CPU use). The tutorial's
-app (b) takes JSON only.
+app (b) takes JSON only. The Open Inference Protocol's request (a UINT8 ``image`` tensor) goes to
+(a) and (d): as JSON (``oip-json``), as the binary tensor data extension with raw outputs
+(``oip-binary``, wrk with the ``Inference-Header-Content-Length`` header) and as a gRPC
+``ModelInfer`` with raw contents (``oip-grpc``, :mod:`bench.grpc_load`, no call metadata, as an
+OIP client sends none); those rows are compared with (d) over the same encoding.
 
 Each server answers one real request per body first (the labels are checked), then a 2 s warm-up,
 then ``--duration`` seconds per concurrency level. The raw model is timed in this process at batch 1
@@ -57,13 +65,16 @@ import numpy as np
 import requests
 
 from bench.wrk import WrkResult
+from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.grpc_api import SERVICE_NAME, call_metadata
+from serve_app.oip import HEADER_LENGTH
 
-SERVERS = ("graph", "tutorial", "fastapi")
+SERVERS = ("graph", "tutorial", "fastapi", "kserve")
 SERVER_LABELS = {
     "graph": "(a) whole graph",
     "tutorial": "(b) tutorial app: Serve's proxy, max_ongoing_requests 5",
     "fastapi": "(c) FastAPI/uvicorn",
+    "kserve": "(d) KServe model server",
 }
 #: Named ways to run the graph (``--variant NAME``): an HTTP entry (:mod:`serve_app.http_entry`)
 #: and environment variables on top of it, names of Ray Serve 2.60's own variables.
@@ -84,13 +95,30 @@ VARIANTS: dict[str, tuple[str | None, dict[str, str]]] = {
 }
 DEFAULT_DIGITS = (1, 64)
 #: Request body encodings (``--encodings``) and their content types: JSON pixel lists,
-#: ``numpy.save()`` bytes, or a gRPC ``PredictRequest`` with raw uint8 pixels.
-ENCODINGS = {"json": "application/json", "npy": "application/x-npy", "grpc": "application/grpc"}
+#: ``numpy.save()`` bytes, a gRPC ``PredictRequest`` with raw uint8 pixels; and the Open Inference
+#: Protocol's request (a UINT8 [N, 28, 28] ``image`` tensor) as JSON, as the binary tensor data
+#: extension (raw pixels in, raw outputs out), and as a gRPC ``ModelInferRequest`` (raw contents).
+ENCODINGS = {
+    "json": "application/json",
+    "npy": "application/x-npy",
+    "grpc": "application/grpc",
+    "oip-json": "application/json",
+    "oip-binary": "application/octet-stream",
+    "oip-grpc": "application/grpc",
+}
+OIP_ENCODINGS = ("oip-json", "oip-binary", "oip-grpc")
+GRPC_ENCODINGS = ("grpc", "oip-grpc")
 #: The servers that take each encoding. The ``.npy`` body is the compact HTTP body for bulk
-#: clients: it is sent only with more than one digit. Only the graph has a gRPC API.
-ENCODING_SERVERS = {"json": SERVERS, "npy": ("graph", "fastapi"), "grpc": ("graph",)}
-#: The gRPC method the ``grpc`` encoding calls.
-GRPC_PREDICT = f"/{SERVICE_NAME}/Predict"
+#: clients: it is sent only with more than one digit. Only the graph has the project's gRPC API;
+#: the graph and KServe's model server speak the Open Inference Protocol, and only it.
+ENCODING_SERVERS = {
+    "json": ("graph", "tutorial", "fastapi"),
+    "npy": ("graph", "fastapi"),
+    "grpc": ("graph",),
+    **{encoding: ("graph", "kserve") for encoding in OIP_ENCODINGS},
+}
+#: The gRPC method each gRPC encoding calls.
+GRPC_METHODS = {"grpc": f"/{SERVICE_NAME}/Predict", "oip-grpc": "/inference.GRPCInferenceService/ModelInfer"}
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_DURATION_S = 8
 QUICK_DURATION_S = 2
@@ -131,7 +159,14 @@ def parse_variant(text: str) -> Variant:
 
 
 #: How the table names a body encoding.
-ENCODING_WORDS = {"json": "JSON body", "npy": ".npy body", "grpc": "gRPC, raw bytes"}
+ENCODING_WORDS = {
+    "json": "JSON body",
+    "npy": ".npy body",
+    "grpc": "gRPC, raw bytes",
+    "oip-json": "OIP, JSON",
+    "oip-binary": "OIP, binary tensors",
+    "oip-grpc": "OIP gRPC, raw contents",
+}
 
 
 @dataclass(frozen=True)
@@ -220,22 +255,28 @@ def find_point(
     return None
 
 
-def reference_encoding(encoding: str) -> str:
-    """The encoding of (b) and (c) to compare a graph point of ``encoding`` with.
+def reference_encoding(encoding: str, server: str = "fastapi") -> str:
+    """The encoding of ``server`` to compare a graph point of ``encoding`` with.
 
-    Its own, but JSON for gRPC, which only the graph serves: the way those servers take the same request.
+    The same encoding where ``server`` takes it; else JSON (the project's gRPC API, which only the
+    graph serves, against the way (b) and (c) take the same request). KServe's model server is
+    compared over the Open Inference Protocol only.
     """
-    return "json" if encoding == "grpc" else encoding
+    if server in ENCODING_SERVERS.get(encoding, ()):
+        return encoding
+    return "json" if encoding == "grpc" and server in ENCODING_SERVERS["json"] else ""
 
 
 def ratio_to(points: Sequence[Point], point: Point, server: str) -> float | None:
     """``point``'s images/s over ``server``'s (default variant) at the same digits, body and concurrency.
 
-    gRPC points are compared with ``server``'s JSON point (:func:`reference_encoding`).
+    Points are compared over :func:`reference_encoding` (gRPC with JSON for (b) and (c)); None where
+    ``server`` takes no comparable request.
     """
-    if point.server == server:
+    encoding = reference_encoding(point.encoding, server)
+    if point.server == server or not encoding:
         return None
-    other = find_point(points, server, point.digits, point.concurrency, encoding=reference_encoding(point.encoding))
+    other = find_point(points, server, point.digits, point.concurrency, encoding=encoding)
     return ratio(point.images_per_s, other.images_per_s) if other else None
 
 
@@ -243,8 +284,8 @@ def format_table(points: Sequence[Point], raw: Mapping[int, float]) -> str:
     """The benchmark's table, in Markdown: one row per point, then the raw model."""
     lines = [
         "| server | digits/request | concurrency | req/s | images/s | p50 ms | p99 ms | errors | vs (b) | vs (c) "
-        "| of raw model | client cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| vs (d) | of raw model | client cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for point in points:
         of_raw = ratio(point.images_per_s, raw[point.digits]) if point.digits in raw else None
@@ -252,12 +293,13 @@ def format_table(points: Sequence[Point], raw: Mapping[int, float]) -> str:
             f"| {point.label} | {point.digits} | {point.concurrency} | {point.ok_per_s:,.0f} | "
             f"{point.images_per_s:,.0f} | {point.result.p50_ms:.1f} | {point.result.p99_ms:.1f} | {point.errors} | "
             f"{format_ratio(ratio_to(points, point, 'tutorial'))} | {format_ratio(ratio_to(points, point, 'fastapi'))} "
+            f"| {format_ratio(ratio_to(points, point, 'kserve'))} "
             f"| {'-' if of_raw is None else f'{of_raw:.1%}'} | {format_cores(point.result.client_cores)} |"
         )
     for batch, images_per_s in sorted(raw.items()):
         lines.append(
             f"| raw model in-process, batch {batch} | {batch} | - | - | {images_per_s:,.0f} | - | - | - | - | - | - "
-            "| - |"
+            "| - | - |"
         )
     return "\n".join(lines)
 
@@ -286,18 +328,35 @@ def evaluate_targets(points: Sequence[Point], raw: Mapping[int, float]) -> list[
     * single digit at concurrency 32: the graph >= 1.0x (b) and >= 25 % of (c) (images/s, 2xx only),
       over JSON, and over gRPC when measured (against the JSON figures of (b) and (c));
     * 64-digit requests: the graph's best images/s over the measured concurrencies >= 50 % of the
-      raw model's in-process images/s at batch 64, once per body encoding measured.
+      raw model's in-process images/s at batch 64, once per body encoding measured;
+    * the Open Inference Protocol, per encoding measured: single digits at concurrency 32 >= 1.0x
+      KServe's model server (d), and 64-digit binary requests at concurrency 32 >= 1.0x (d).
     """
     targets: list[Target] = []
     variants = list(dict.fromkeys(p.variant for p in points if p.server == "graph"))
     for variant in variants:
-        single = [p.encoding for p in points if p.server == "graph" and p.variant == variant and p.digits == 1]
+        graph = [p for p in points if p.server == "graph" and p.variant == variant]
+        single = [p.encoding for p in graph if p.digits == 1 and p.encoding not in OIP_ENCODINGS]
         for encoding in dict.fromkeys(["json", *single]):
             targets += single_digit_targets(points, variant, encoding)
-        bulk = [p for p in points if p.server == "graph" and p.variant == variant and p.digits == RAW_BATCH]
+        bulk = [p for p in graph if p.digits == RAW_BATCH and p.encoding not in OIP_ENCODINGS]
         for encoding in dict.fromkeys(["json", *(p.encoding for p in bulk)]):
             targets.append(bulk_target(variant, encoding, [p for p in bulk if p.encoding == encoding], raw))
+        for encoding in dict.fromkeys(p.encoding for p in graph if p.encoding in OIP_ENCODINGS):
+            targets.append(kserve_target(points, variant, encoding, 1))
+        if any(p.encoding == "oip-binary" and p.digits == RAW_BATCH for p in graph):
+            targets.append(kserve_target(points, variant, "oip-binary", RAW_BATCH))
     return targets
+
+
+def kserve_target(points: Sequence[Point], variant: str, encoding: str, digits: int) -> Target:
+    """The graph over the Open Inference Protocol vs KServe's model server, same encoding, concurrency 32."""
+    graph = find_point(points, "graph", digits, 32, variant, encoding)
+    other = find_point(points, "kserve", digits, 32, encoding=encoding)
+    measured = ratio(graph.images_per_s, other.images_per_s) if graph and other else None
+    detail = f"{graph.images_per_s:,.0f} vs {other.images_per_s:,.0f} images/s" if graph and other else "not measured"
+    name = f"{digits} digit{'' if digits == 1 else 's'}, {ENCODING_WORDS[encoding]}, concurrency 32: >= 1.0x (d)"
+    return Target(variant, name, measured, 1.0, detail)
 
 
 def single_digit_targets(points: Sequence[Point], variant: str, encoding: str) -> list[Target]:
@@ -344,6 +403,8 @@ def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]], encod
     (``encoding="grpc"``).
     """
     images = [examples[i % len(examples)] for i in range(digits)]
+    if encoding in OIP_ENCODINGS:
+        return oip_request_body(np.asarray(images, dtype=np.uint8), encoding)
     if encoding == "grpc":
         from serve_app.mnist_pb2 import PredictRequest
 
@@ -355,6 +416,39 @@ def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]], encod
     if encoding != "json":
         raise ValueError(f"unknown body encoding {encoding!r}; expected one of {list(ENCODINGS)}")
     return json.dumps({"image": images}).encode()
+
+
+def oip_request_body(images: np.ndarray, encoding: str) -> bytes:
+    """An Open Inference Protocol request for uint8 (N, 28, 28) ``images``: a UINT8 ``image`` tensor.
+
+    ``oip-json``: JSON data; ``oip-binary``: the binary tensor data extension, raw pixels after the
+    JSON and every output asked for as raw bytes (``binary_data_output``); ``oip-grpc``: a serialised
+    ``ModelInferRequest`` with the pixels in ``raw_input_contents``.
+    """
+    tensor: dict[str, Any] = {"name": "image", "datatype": "UINT8", "shape": list(images.shape)}
+    if encoding == "oip-grpc":
+        from serve_app.inference_pb2 import ModelInferRequest
+
+        message = ModelInferRequest(model_name=DEFAULT_MODEL_ID)
+        message.inputs.add(**tensor)
+        message.raw_input_contents.append(images.tobytes())
+        return message.SerializeToString()
+    if encoding == "oip-json":
+        return json.dumps({"inputs": [{**tensor, "data": images.ravel().tolist()}]}).encode()
+    raw = images.tobytes()
+    header = {"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}]}
+    return json.dumps({**header, "parameters": {"binary_data_output": True}}).encode() + raw
+
+
+def json_part_length(body: bytes) -> int:
+    """The length in bytes of the JSON object a body starts with (what ``Inference-Header-Content-Length`` says)."""
+    _, end = json.JSONDecoder().raw_decode(body.decode("latin-1"))  # one character per byte
+    return end
+
+
+def request_headers(encoding: str, body: bytes) -> dict[str, str]:
+    """The headers a body needs besides its content type: the JSON's length for the binary extension."""
+    return {HEADER_LENGTH: str(json_part_length(body))} if encoding == "oip-binary" else {}
 
 
 #: One request body: its bytes and the true labels of its digits (keyed by digits and encoding).
@@ -478,35 +572,71 @@ def _log(message: str) -> None:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where a server under test answers: its ``/predict`` URL, and its gRPC ``host:port`` if it has one."""
+    """Where a server under test answers: its base URL, and its gRPC ``host:port`` if it has one."""
 
-    predict_url: str
+    base_url: str
     grpc_target: str | None = None
 
+    def url(self, encoding: str) -> str:
+        """The URL a body of ``encoding`` goes to: ``/predict``, or the default model's OIP ``infer``."""
+        if encoding in OIP_ENCODINGS:
+            return f"{self.base_url}/v2/models/{DEFAULT_MODEL_ID}/infer"
+        return f"{self.base_url}/predict"
 
-def check_grpc_answer(target: str, body: bytes, labels: list[int], timeout_s: float = 120) -> None:
-    """One gRPC ``Predict`` call with a serialised request; its labels must be the digits' true labels."""
+
+def grpc_answer_labels(target: str, encoding: str, body: bytes, timeout_s: float = 120) -> list[int]:
+    """The labels of one gRPC call with a serialised request: ``Predict``, or the protocol's ``ModelInfer``."""
     import grpc
 
-    from serve_app.mnist_pb2 import PredictRequest, PredictResponse
-    from serve_app.mnist_pb2_grpc import MnistStub
-
     with grpc.insecure_channel(target) as channel:
+        if encoding == "oip-grpc":
+            from serve_app.inference_pb2 import ModelInferRequest
+            from serve_app.inference_pb2_grpc import GRPCInferenceServiceStub
+
+            answer = GRPCInferenceServiceStub(channel).ModelInfer(ModelInferRequest.FromString(body), timeout=timeout_s)
+            names = [output.name for output in answer.outputs]
+            return np.frombuffer(answer.raw_output_contents[names.index("label")], dtype="<i8").tolist()
+        from serve_app.mnist_pb2 import PredictRequest
+        from serve_app.mnist_pb2_grpc import MnistStub
+
         request = PredictRequest.FromString(body)
-        answer: PredictResponse = MnistStub(channel).Predict(request, timeout=timeout_s, metadata=call_metadata())
-    if list(answer.predicted_label) != labels or len(answer.probabilities) != len(labels):
-        raise RuntimeError(f"{target} answered labels {list(answer.predicted_label)}, expected {labels}")
+        return list(MnistStub(channel).Predict(request, timeout=timeout_s, metadata=call_metadata()).predicted_label)
 
 
-def check_answer(
-    url: str, body: bytes, labels: list[int], timeout_s: float = 120, content_type: str = "application/json"
-) -> None:
+def oip_answer_labels(response: requests.Response) -> list[int]:
+    """The ``label`` output of an OIP answer: JSON data, or raw bytes after the JSON (binary extension)."""
+    header_length = response.headers.get(HEADER_LENGTH)
+    content = response.content
+    answer = json.loads(content[: int(header_length)] if header_length else content)
+    offset = int(header_length or 0)
+    for output in answer["outputs"]:
+        size = int((output.get("parameters") or {}).get("binary_data_size", 0))
+        if output["name"] == "label":
+            if "data" in output:
+                return [int(label) for label in output["data"]]
+            return np.frombuffer(content[offset : offset + size], dtype="<i8").tolist()
+        offset += size
+    raise RuntimeError(f"no label output in {answer}")
+
+
+def check_answer(endpoints: Endpoints, encoding: str, body: bytes, labels: list[int], timeout_s: float = 120) -> None:
     """One request; its labels must be the digits' true labels (the first one may wait for a replica)."""
-    response = requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=timeout_s)
-    response.raise_for_status()
-    answer = response.json()
-    if answer["predicted_label"] != labels or len(answer["probabilities"]) != len(labels):
-        raise RuntimeError(f"{url} answered labels {answer['predicted_label']}, expected {labels}")
+    if encoding in GRPC_ENCODINGS:
+        if endpoints.grpc_target is None:
+            raise RuntimeError("this server has no gRPC API")
+        answered = grpc_answer_labels(endpoints.grpc_target, encoding, body, timeout_s)
+    else:
+        url = endpoints.url(encoding)
+        headers = {"Content-Type": ENCODINGS[encoding], **request_headers(encoding, body)}
+        response = requests.post(url, data=body, headers=headers, timeout=timeout_s)
+        response.raise_for_status()
+        if encoding in OIP_ENCODINGS:
+            answered = oip_answer_labels(response)
+        else:
+            answer = response.json()
+            answered = answer["predicted_label"] if len(answer["probabilities"]) == len(labels) else []
+    if answered != labels:
+        raise RuntimeError(f"{endpoints.base_url} ({encoding}) answered labels {answered}, expected {labels}")
 
 
 def measure(
@@ -542,18 +672,16 @@ def load_driver(
     from bench.grpc_load import run_grpc_load
     from bench.wrk import run_wrk
 
-    if encoding == "grpc":
-        if endpoints.grpc_target is None:
-            raise RuntimeError("this server has no gRPC API")
-        target = endpoints.grpc_target
-        check_grpc_answer(target, body, labels)
-        metadata = call_metadata()
-        return lambda connections, seconds: run_grpc_load(
-            target, GRPC_PREDICT, body, connections, seconds, 10, metadata
-        )
-    url, content_type = endpoints.predict_url, ENCODINGS[encoding]
-    check_answer(url, body, labels, content_type=content_type)
-    return lambda connections, seconds: run_wrk(url, body, connections, seconds, content_type=content_type)
+    check_answer(endpoints, encoding, body, labels)
+    if encoding in GRPC_ENCODINGS:
+        target, method = str(endpoints.grpc_target), GRPC_METHODS[encoding]
+        # the project's API names its application; an OIP client (Triton's, KServe's) sends no metadata
+        metadata = call_metadata() if encoding == "grpc" else []
+        return lambda connections, seconds: run_grpc_load(target, method, body, connections, seconds, 10, metadata)
+    url, content_type, headers = endpoints.url(encoding), ENCODINGS[encoding], request_headers(encoding, body)
+    return lambda connections, seconds: run_wrk(
+        url, body, connections, seconds, content_type=content_type, headers=headers
+    )
 
 
 def bench_ray_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -587,7 +715,7 @@ def graph_server(variant: Variant) -> Iterator[Endpoints]:
             f"gRPC {grpc_port or cluster.grpc_target}"
         )
         grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else cluster.grpc_target
-        yield Endpoints(f"http://127.0.0.1:{port or proxy_port}/predict", grpc_target)
+        yield Endpoints(f"http://127.0.0.1:{port or proxy_port}", grpc_target)
 
 
 def wait_for_entry_port(
@@ -620,7 +748,7 @@ def tutorial_server() -> Iterator[Endpoints]:
     with local_cluster(
         config, dashboard_port=free_port(), log_to_driver=False, http_entry="proxy", ray_env=bench_ray_env({})
     ) as cluster:
-        yield Endpoints(cluster.http_url + "/predict")
+        yield Endpoints(cluster.http_url)
 
 
 @contextmanager
@@ -630,7 +758,20 @@ def fastapi_reference() -> Iterator[Endpoints]:
     from serve_app.ports import free_port
 
     with fastapi_server(free_port()) as url:
-        yield Endpoints(url + "/predict")
+        yield Endpoints(url)
+
+
+@contextmanager
+def kserve_reference() -> Iterator[Endpoints]:
+    """(d) KServe's model server in its own environment (:mod:`bench.kserve_app`); yields its URL and gRPC target."""
+    from bench.kserve_app import kserve_server
+    from serve_app.ports import free_port
+
+    with kserve_server(free_port(), free_port()) as (url, grpc_target):
+        yield Endpoints(url, grpc_target)
+
+
+REFERENCE_SERVERS = {"tutorial": tutorial_server, "fastapi": fastapi_reference, "kserve": kserve_reference}
 
 
 def plot(points: Sequence[Point], raw: Mapping[int, float], path: Path) -> None:
@@ -674,7 +815,9 @@ def plot(points: Sequence[Point], raw: Mapping[int, float], path: Path) -> None:
             axis.set_xlabel("concurrent connections (wrk)")
             axis.grid(True, alpha=0.3)
             axis.legend(fontsize=7)
-    figure.suptitle("POST /predict: whole graph vs one Serve deployment vs plain FastAPI (same model, same bodies)")
+    figure.suptitle(
+        "The whole graph vs one Serve deployment, plain FastAPI and KServe's model server (same model, same digits)"
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -702,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs = (
             [(v.name, lambda v=v: graph_server(v)) for v in args.variants]
             if server == "graph"
-            else [("default", tutorial_server if server == "tutorial" else fastapi_reference)]
+            else [("default", REFERENCE_SERVERS[server])]
         )
         for variant, start in runs:
             _log(f"starting {SERVER_LABELS[server]} [{variant}] ...")

@@ -12,12 +12,14 @@ import resource
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 _LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "%(content_type)s"
+%(extra_headers)s
 local f = io.open("%(body_path)s", "rb")
 wrk.body = f:read("*a")
 f:close()
@@ -71,14 +73,16 @@ def run_wrk(
     duration_s: float,
     content_type: str = "application/json",
     timeout_s: int = 10,
+    headers: Mapping[str, str] | None = None,
 ) -> WrkResult:
-    """POST ``body`` to ``url`` from ``connections`` connections (1 thread) for ``duration_s``."""
+    """POST ``body`` to ``url`` from ``connections`` connections (1 thread) for ``duration_s``, with ``headers``."""
     wrk = require_wrk()
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
         body_path = Path(tmp) / "body"
         body_path.write_bytes(body)
         script = Path(tmp) / "post.lua"
-        script.write_text(_LUA % {"content_type": content_type, "body_path": body_path})
+        extra = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items())
+        script.write_text(_LUA % {"content_type": content_type, "body_path": body_path, "extra_headers": extra})
         threads = 1 if connections < 16 else 2
         cpu_before = _children_cpu_s()
         completed = subprocess.run(

@@ -5,6 +5,7 @@
 * ``digit-<label>.png``  -- the first test image of each class 0-9 (28x28 greyscale PNG);
 * ``digit.json``         -- ``{"image": [<28x28 uint8>]}``: one digit, ready for curl;
 * ``digits-10.json``     -- the ten digits above in one batch;
+* ``digit-oip.json``     -- the 7 as an Open Inference Protocol request (a UINT8 [1, 28, 28] tensor);
 * ``labels.json``        -- test-set index and true label of each shipped digit.
 
     python -m serve_app.examples     # regenerate (a test checks the files match)
@@ -43,6 +44,13 @@ def example_files(split: MnistSplit) -> dict[str, bytes]:
     files = {f"digit-{digit}.png": png_bytes(split.images[index]) for digit, index in enumerate(indices)}
     files["digit.json"] = json.dumps({"image": [split.images[indices[7]].tolist()]}).encode() + b"\n"
     files["digits-10.json"] = json.dumps({"image": [split.images[i].tolist() for i in indices]}).encode() + b"\n"
+    seven = {
+        "name": "image",
+        "datatype": "UINT8",
+        "shape": [1, 28, 28],
+        "data": split.images[indices[7]].ravel().tolist(),
+    }
+    files["digit-oip.json"] = json.dumps({"inputs": [seven]}).encode() + b"\n"
     labels = [
         {"file": f"digit-{digit}.png", "test_index": index, "label": digit} for digit, index in enumerate(indices)
     ]

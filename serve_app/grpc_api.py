@@ -33,9 +33,14 @@ from serve_app.mnist_pb2 import (
 )
 
 PROTO_PATH = REPO_ROOT / "serve_app" / "mnist.proto"
+#: The Open Inference Protocol's gRPC service (serve_app/oip.py), on the same port.
+OIP_PROTO_PATH = REPO_ROOT / "serve_app" / "inference.proto"
 #: The import path of the function that adds the service to a gRPC server: what the Serve
 #: config's grpc_options.grpc_servicer_functions names.
 SERVICER_FUNCTION = "serve_app.mnist_pb2_grpc.add_MnistServicer_to_server"
+OIP_SERVICER_FUNCTION = "serve_app.inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
+#: Every gRPC service the Ingress serves: grpc_options.grpc_servicer_functions of the Serve config.
+SERVICER_FUNCTIONS = (SERVICER_FUNCTION, OIP_SERVICER_FUNCTION)
 #: Fully qualified service name, for clients and grpcurl (``mnist_serve.v1.Mnist/Predict``).
 SERVICE_NAME = "mnist_serve.v1.Mnist"
 #: The gRPC metadata key that chooses a model (Serve's multiplexing key).
@@ -109,14 +114,15 @@ def models_response(listing: Mapping[str, Any]) -> ListModelsResponse:
     )
 
 
-#: The generated files, next to the proto.
-STUB_NAMES = ("mnist_pb2.py", "mnist_pb2.pyi", "mnist_pb2_grpc.py")
+#: The protos and their generated files, next to them.
+PROTOS = (PROTO_PATH, OIP_PROTO_PATH)
+STUB_NAMES = tuple(f"{proto.stem}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))
 
 
 def generate_stubs(out_dir: Path = REPO_ROOT) -> list[Path]:
-    """Generate :data:`STUB_NAMES` from the proto under ``out_dir`` (the repository: in place); their paths."""
-    relative = PROTO_PATH.relative_to(REPO_ROOT)
+    """Generate :data:`STUB_NAMES` from the protos under ``out_dir`` (the repository: in place); their paths."""
     out = str(out_dir.resolve())
+    relatives = [str(proto.relative_to(REPO_ROOT)) for proto in PROTOS]
     subprocess.run(
         [
             sys.executable,
@@ -127,24 +133,24 @@ def generate_stubs(out_dir: Path = REPO_ROOT) -> list[Path]:
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",
-            str(relative),
+            *relatives,
         ],
         cwd=REPO_ROOT,
         check=True,
     )
-    return [out_dir / relative.parent / name for name in STUB_NAMES]
+    return [out_dir / PROTO_PATH.relative_to(REPO_ROOT).parent / name for name in STUB_NAMES]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: ``--generate`` regenerates the stubs."""
     parser = argparse.ArgumentParser(description="mnist-serve's gRPC API")
-    parser.add_argument("--generate", action="store_true", help="regenerate the Python stubs from mnist.proto")
+    parser.add_argument("--generate", action="store_true", help="regenerate the Python stubs from the .proto files")
     args = parser.parse_args(argv)
     if not args.generate:
         parser.print_help()
         return
     generate_stubs()
-    print(f"regenerated the stubs of {PROTO_PATH.relative_to(REPO_ROOT)}")
+    print("regenerated the stubs of " + ", ".join(str(p.relative_to(REPO_ROOT)) for p in PROTOS))
 
 
 if __name__ == "__main__":

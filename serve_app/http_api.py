@@ -34,7 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serve_app.errors import InvalidInputError, MalformedBodyError, PayloadTooLargeError, ServeAppError
 from serve_app.grpc_api import SERVICE_NAME
 from serve_app.metrics import ingress_metrics
-from serve_app.schemas import predict_request_schema
+from serve_app.oip import HEADER_LENGTH, OipError
+from serve_app.schemas import oip_infer_request_schema, predict_request_schema
 
 #: Until the Ingress sets its own (app arg max_body_bytes), the limit of the Serve config's default.
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
@@ -168,6 +169,10 @@ async def _request_validation_error(request: Request, exc: RequestValidationErro
     return await _serve_app_error(request, InvalidInputError(problems or "invalid request"))
 
 
+async def _oip_error(_: Request, exc: OipError) -> JSONResponse:
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
+
+
 def harden(app: FastAPI, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
     """Give an app the body limit and the one error body (every error, routing's and parsing's too)."""
     app.state.max_body_bytes = max_body_bytes
@@ -175,6 +180,7 @@ def harden(app: FastAPI, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
     app.add_exception_handler(ServeAppError, _serve_app_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_exception)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _request_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OipError, _oip_error)  # type: ignore[arg-type]
 
 
 harden(api)
@@ -186,17 +192,34 @@ api.state.max_batch_images = 256
 #: The gRPC methods' routes in the metrics: their full method paths.
 GRPC_PREDICT_ROUTE = f"/{SERVICE_NAME}/Predict"
 GRPC_LIST_MODELS_ROUTE = f"/{SERVICE_NAME}/ListModels"
+GRPC_OIP_INFER_ROUTE = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_OIP_OTHER_ROUTE = "/inference.GRPCInferenceService/metadata"
 #: HTTP routes recorded by name in the latency metric; anything else is "other" (bounded cardinality).
 METRIC_ROUTES = {"/predict", "/", "/predict/image", "/tasks", "/models", "/healthz"}
+#: The Open Inference Protocol's routes, by kind (the model name is a tag of its own).
+OIP_INFER_ROUTE = "/v2/models/{model}/infer"
+OIP_OTHER_ROUTE = "/v2 (metadata and health)"
 #: Routes that classify (counted in mnist_requests_total by model and status).
-CLASSIFYING_ROUTES = {"/predict", "/", "/predict/image", "/tasks", GRPC_PREDICT_ROUTE}
+CLASSIFYING_ROUTES = {
+    "/predict",
+    "/",
+    "/predict/image",
+    "/tasks",
+    GRPC_PREDICT_ROUTE,
+    OIP_INFER_ROUTE,
+    GRPC_OIP_INFER_ROUTE,
+}
 
 
 def metric_route(path: str) -> str:
-    """The route label of a request path: a known route, ``/tasks/{id}``, or ``other``."""
+    """The route label of a request path: a known route, ``/tasks/{id}``, an OIP route, or ``other``."""
     if path in METRIC_ROUTES:
         return path
-    return "/tasks/{id}" if path.startswith("/tasks/") else "other"
+    if path.startswith("/tasks/"):
+        return "/tasks/{id}"
+    if path == "/v2" or path.startswith("/v2/"):
+        return OIP_INFER_ROUTE if path.endswith("/infer") else OIP_OTHER_ROUTE
+    return "other"
 
 
 def record_request(route: str, started: float, outcome: int, model: str | None) -> None:
@@ -235,6 +258,54 @@ NPY_BODY_SCHEMA = {
 }
 
 
+#: The OIP inference operations, whose request bodies :func:`openapi_schema` fills in.
+OIP_INFER_PATHS = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
+#: ``openapi_extra`` of the OIP inference routes (which read the raw body): the binary extension's header.
+OIP_INFER_REQUEST_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": HEADER_LENGTH,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": (
+                "The binary tensor data extension: the length of the JSON part; raw tensors follow it "
+                "(each input with parameters.binary_data_size). Without it the whole body is JSON."
+            ),
+        }
+    ],
+}
+OIP_BINARY_BODY_SCHEMA = {
+    "type": "string",
+    "format": "binary",
+    "description": (
+        f"The binary tensor data extension: {HEADER_LENGTH} bytes of JSON (the request, its input with "
+        "parameters.binary_data_size instead of data), then the input's raw little-endian bytes (FP32 or UINT8)."
+    ),
+}
+
+OIP_BINARY_ANSWER_SCHEMA = {
+    "type": "string",
+    "format": "binary",
+    "description": (
+        f"With outputs asked for in binary: {HEADER_LENGTH} (a response header) bytes of JSON, the answer "
+        "with parameters.binary_data_size on those outputs, then their raw little-endian bytes in output order."
+    ),
+}
+
+
+def _oip_request_body(max_batch_images: int, limit_note: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": "An inference request: JSON, or JSON and raw tensors (the binary tensor data extension)."
+        + limit_note,
+        "content": {
+            "application/json": {"schema": oip_infer_request_schema(max_batch_images)},
+            "application/octet-stream": {"schema": OIP_BINARY_BODY_SCHEMA},
+        },
+    }
+
+
 def openapi_schema(app: FastAPI, max_batch_images: int, max_body_bytes: int) -> dict[str, Any]:
     """The app's OpenAPI document with the request bodies as strict as the validation."""
     schema = get_openapi(
@@ -260,6 +331,17 @@ def openapi_schema(app: FastAPI, max_batch_images: int, max_body_bytes: int) -> 
         files.update(minItems=1, maxItems=max_batch_images)
         files["description"] = f"1 to {max_batch_images} PNG or JPEG digits; larger images are resized to 28x28."
     upload["description"] = "Multipart uploads of one or more digits." + limit_note
+    for path in OIP_INFER_PATHS:
+        operation = schema["paths"][path]["post"]
+        operation["requestBody"] = _oip_request_body(max_batch_images, limit_note)
+        answer = operation["responses"]["200"]
+        answer["content"]["application/octet-stream"] = {"schema": OIP_BINARY_ANSWER_SCHEMA}
+        answer["headers"] = {
+            HEADER_LENGTH: {
+                "schema": {"type": "integer"},
+                "description": "Sent with an octet-stream answer: the length of its JSON part.",
+            }
+        }
     return schema
 
 

@@ -44,7 +44,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
-from serve_app import mnist_pb2
+from serve_app import inference_pb2, mnist_pb2, oip
 from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
 from serve_app.config import AppArgs, BatchingConfig
 from serve_app.errors import (
@@ -55,8 +55,18 @@ from serve_app.errors import (
     UnsupportedMediaError,
 )
 from serve_app.grpc_api import models_response, predict_response, request_pixels
-from serve_app.http_api import GRPC_LIST_MODELS_ROUTE, GRPC_PREDICT_ROUTE, api, configure, record_request
+from serve_app.http_api import (
+    GRPC_LIST_MODELS_ROUTE,
+    GRPC_OIP_INFER_ROUTE,
+    GRPC_OIP_OTHER_ROUTE,
+    GRPC_PREDICT_ROUTE,
+    OIP_INFER_REQUEST_DOC,
+    api,
+    configure,
+    record_request,
+)
 from serve_app.inputs import (
+    JSON_MEDIA_TYPES,
     NPY_MEDIA_TYPE,
     PixelScale,
     decode_image_files,
@@ -68,8 +78,15 @@ from serve_app.inputs import (
 from serve_app.metrics import ingress_metrics
 from serve_app.schemas import (
     ERROR_RESPONSES,
+    OIP_ERROR_RESPONSES,
     HealthResponse,
     ModelsResponse,
+    OipInferResponse,
+    OipLive,
+    OipModelConfig,
+    OipModelMetadata,
+    OipReady,
+    OipServerMetadata,
     PredictResponse,
     TaskAccepted,
     TaskStatus,
@@ -80,6 +97,15 @@ from serve_app.task_client import TaskClient
 logger = logging.getLogger("ray.serve")
 
 GrpcMessage = TypeVar("GrpcMessage", mnist_pb2.PredictResponse, mnist_pb2.ListModelsResponse)
+OipMessage = TypeVar(
+    "OipMessage",
+    inference_pb2.ModelInferResponse,
+    inference_pb2.ModelMetadataResponse,
+    inference_pb2.ModelConfigResponse,
+    inference_pb2.ModelReadyResponse,
+)
+#: The Open Inference Protocol's routes in the OpenAPI docs.
+OIP_TAG = "Open Inference Protocol (KServe V2)"
 
 
 def map_downstream_error(exc: Exception) -> ServeAppError:
@@ -99,6 +125,13 @@ MODEL_HEADER = "serve_multiplexed_model_id"
 
 # Module-level helpers the Ingress's methods call are defined above the class: @serve.deployment
 # captures the class (and what its methods refer to) when the module reaches it.
+def _oip_grpc_error(grpc_context: RayServegRPCContext, error: oip.OipError, empty: OipMessage) -> OipMessage:
+    """Answer an OIP gRPC call with ``error``'s code and message."""
+    grpc_context.set_code(error.grpc_code)
+    grpc_context.set_details(error.message)
+    return empty
+
+
 def _grpc_error(grpc_context: RayServegRPCContext, error: ServeAppError, empty: GrpcMessage) -> GrpcMessage:
     """Answer a gRPC call with ``error``'s status code and message (and an empty message, as gRPC wants)."""
     grpc_context.set_code(error.grpc_code)
@@ -239,7 +272,7 @@ class Ingress:
         A ``.npy`` array is read with the ``pixel_scale`` query parameter; a JSON body says its own.
         """
         content_type = media_type(request.headers.get("content-type"))
-        if content_type not in ("application/json", "", "text/plain", NPY_MEDIA_TYPE):
+        if content_type not in (*JSON_MEDIA_TYPES, NPY_MEDIA_TYPE):
             raise UnsupportedMediaError(
                 f"content type {content_type!r} is not accepted here; send application/json or {NPY_MEDIA_TYPE}"
             )
@@ -371,6 +404,225 @@ class Ingress:
             "max_batch_images": self.args.max_batch_images,
             "deployments": ["Ingress", "Preprocessor", "Classifier"],
         }
+
+    # --- The Open Inference Protocol (KServe V2): serve_app/oip.py is the codec ----------------------
+
+    def _oip_model(self, model_name: str, model_version: str | None = None, request: Request | None = None) -> str:
+        """The store's model of that name (and the one version), else the protocol's 404."""
+        oip.check_version(model_version)
+        try:
+            model_id = self.store.check_id(model_name)
+        except ServeAppError as error:
+            raise oip.OipError(error.message, 404) from None
+        if request is not None:
+            request.state.model_id = model_id
+        return model_id
+
+    @api.get("/v2", response_model=OipServerMetadata, tags=[OIP_TAG], summary="Server metadata and extensions")
+    async def oip_server_metadata(self) -> dict[str, Any]:
+        """Name, version, and the protocol extensions served."""
+        return oip.server_metadata()
+
+    @api.get("/v2/health/live", response_model=OipLive, tags=[OIP_TAG], summary="Server liveness")
+    async def oip_live(self) -> dict[str, Any]:
+        """The Ingress answers."""
+        return {"live": True}
+
+    @api.get("/v2/health/ready", response_model=OipReady, tags=[OIP_TAG], summary="Server readiness")
+    async def oip_ready(self) -> dict[str, Any]:
+        """Ready when the default model is in the store."""
+        return {"ready": self.args.model_id in self.store.list_ids()}
+
+    @api.get(
+        "/v2/models/{model_name}",
+        response_model=OipModelMetadata,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model metadata",
+    )
+    async def oip_model_metadata(self, model_name: str) -> dict[str, Any]:
+        """The model's input and output tensors; -1 is the batch dimension."""
+        return oip.model_metadata(self._oip_model(model_name))
+
+    @api.get(
+        "/v2/models/{model_name}/versions/{model_version}",
+        response_model=OipModelMetadata,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model metadata (one version)",
+    )
+    async def oip_model_version_metadata(self, model_name: str, model_version: str) -> dict[str, Any]:
+        """As ``/v2/models/{model_name}``; the one version is ``1``."""
+        return oip.model_metadata(self._oip_model(model_name, model_version))
+
+    @api.get(
+        "/v2/models/{model_name}/ready",
+        response_model=OipReady,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model readiness",
+    )
+    async def oip_model_ready(self, model_name: str) -> dict[str, Any]:
+        """Every model of the store is ready: a Classifier replica loads it on first use."""
+        self._oip_model(model_name)
+        return {"ready": True}
+
+    @api.get(
+        "/v2/models/{model_name}/versions/{model_version}/ready",
+        response_model=OipReady,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model readiness (one version)",
+    )
+    async def oip_model_version_ready(self, model_name: str, model_version: str) -> dict[str, Any]:
+        """As ``/v2/models/{model_name}/ready``; the one version is ``1``."""
+        self._oip_model(model_name, model_version)
+        return {"ready": True}
+
+    @api.get(
+        "/v2/models/{model_name}/config",
+        response_model=OipModelConfig,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model configuration (Triton's extension)",
+    )
+    async def oip_model_config(self, model_name: str) -> dict[str, Any]:
+        """``max_batch_size`` is the service's batch limit; the tensors as in the metadata."""
+        return oip.model_config(self._oip_model(model_name), self.args.max_batch_images)
+
+    @api.get(
+        "/v2/models/{model_name}/versions/{model_version}/config",
+        response_model=OipModelConfig,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model configuration (one version)",
+    )
+    async def oip_model_version_config(self, model_name: str, model_version: str) -> dict[str, Any]:
+        """As ``/v2/models/{model_name}/config``; the one version is ``1``."""
+        return oip.model_config(self._oip_model(model_name, model_version), self.args.max_batch_images)
+
+    @api.post(
+        "/v2/models/{model_name}/infer",
+        response_model=OipInferResponse,
+        responses=OIP_ERROR_RESPONSES,
+        openapi_extra=OIP_INFER_REQUEST_DOC,
+        tags=[OIP_TAG],
+        summary="Inference",
+    )
+    async def oip_infer(self, request: Request, model_name: str) -> Response:
+        """Classify a tensor of digits; JSON, or JSON and raw tensors (the binary tensor data extension)."""
+        return await self._oip_infer(request, self._oip_model(model_name, None, request))
+
+    @api.post(
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        response_model=OipInferResponse,
+        responses=OIP_ERROR_RESPONSES,
+        openapi_extra=OIP_INFER_REQUEST_DOC,
+        tags=[OIP_TAG],
+        summary="Inference (one version)",
+    )
+    async def oip_version_infer(self, request: Request, model_name: str, model_version: str) -> Response:
+        """As ``/v2/models/{model_name}/infer``; the one version is ``1``."""
+        return await self._oip_infer(request, self._oip_model(model_name, model_version, request))
+
+    async def _oip_infer(self, request: Request, model_id: str) -> Response:
+        header_length = request.headers.get(oip.HEADER_LENGTH)
+        content_type = media_type(request.headers.get("content-type"))
+        if header_length is None and content_type not in JSON_MEDIA_TYPES:
+            raise oip.OipError(
+                f"content type {content_type!r} needs the {oip.HEADER_LENGTH} header (binary tensor data), "
+                "or send JSON",
+                415,
+            )
+        parsed = oip.parse_http_request(await request.body(), header_length, self.args.max_batch_images)
+        try:
+            answer = await self._classify(parsed.pixels, model_id)
+        except ServeAppError as error:  # busy or unavailable: the protocol's error body, Retry-After kept
+            raise oip.OipError.from_service_error(error) from error
+        body, json_length = oip.encode_http_response(
+            model_id, parsed, answer["probabilities"], answer["predicted_label"]
+        )
+        if json_length is None:
+            return Response(body, media_type="application/json")
+        return Response(body, media_type="application/octet-stream", headers={oip.HEADER_LENGTH: str(json_length)})
+
+    # gRPC: inference.GRPCInferenceService (serve_app/inference.proto), the same contract.
+
+    async def ServerLive(  # noqa: N802 (the RPC's name)
+        self, request: inference_pb2.ServerLiveRequest, grpc_context: RayServegRPCContext
+    ) -> inference_pb2.ServerLiveResponse:
+        """The RPC ``ServerLive``."""
+        return inference_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(  # noqa: N802 (the RPC's name)
+        self, request: inference_pb2.ServerReadyRequest, grpc_context: RayServegRPCContext
+    ) -> inference_pb2.ServerReadyResponse:
+        """The RPC ``ServerReady``: as ``GET /v2/health/ready``."""
+        return inference_pb2.ServerReadyResponse(ready=self.args.model_id in self.store.list_ids())
+
+    async def ServerMetadata(  # noqa: N802 (the RPC's name)
+        self, request: inference_pb2.ServerMetadataRequest, grpc_context: RayServegRPCContext
+    ) -> inference_pb2.ServerMetadataResponse:
+        """The RPC ``ServerMetadata``: as ``GET /v2``."""
+        return oip.grpc_server_metadata()
+
+    async def ModelReady(  # noqa: N802 (the RPC's name)
+        self, request: inference_pb2.ModelReadyRequest, grpc_context: RayServegRPCContext
+    ) -> inference_pb2.ModelReadyResponse:
+        """The RPC ``ModelReady``: NOT_FOUND for an unknown model or version."""
+        try:
+            self._oip_model(request.name, request.version)
+        except oip.OipError as error:
+            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelReadyResponse())
+        return inference_pb2.ModelReadyResponse(ready=True)
+
+    async def ModelMetadata(  # noqa: N802 (the RPC's name)
+        self, request: inference_pb2.ModelMetadataRequest, grpc_context: RayServegRPCContext
+    ) -> inference_pb2.ModelMetadataResponse:
+        """The RPC ``ModelMetadata``: as ``GET /v2/models/{model}``."""
+        started = time.perf_counter()
+        try:
+            return oip.grpc_model_metadata(self._oip_model(request.name, request.version))
+        except oip.OipError as error:
+            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelMetadataResponse())
+        finally:
+            record_request(GRPC_OIP_OTHER_ROUTE, started, HTTPStatus.OK, None)
+
+    async def ModelConfig(  # noqa: N802 (the RPC's name)
+        self, request: inference_pb2.ModelConfigRequest, grpc_context: RayServegRPCContext
+    ) -> inference_pb2.ModelConfigResponse:
+        """The RPC ``ModelConfig`` (Triton's extension): as ``GET /v2/models/{model}/config``."""
+        try:
+            model_id = self._oip_model(request.name, request.version)
+        except oip.OipError as error:
+            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelConfigResponse())
+        return oip.grpc_model_config(model_id, self.args.max_batch_images)
+
+    async def ModelInfer(  # noqa: N802 (the RPC's name)
+        self, request: inference_pb2.ModelInferRequest, grpc_context: RayServegRPCContext
+    ) -> inference_pb2.ModelInferResponse:
+        """The RPC ``ModelInfer``: validated, batched and answered as ``POST /v2/models/{model}/infer``."""
+        started = time.perf_counter()
+        model_id, outcome = "unknown", HTTPStatus.INTERNAL_SERVER_ERROR
+        try:
+            model_id = self._oip_model(request.model_name, request.model_version)
+            size = request.ByteSize()
+            if size > self.args.max_body_bytes:
+                raise oip.OipError(f"message of {size} bytes exceeds the limit of {self.args.max_body_bytes}", 413)
+            parsed = oip.parse_grpc_request(request, self.args.max_batch_images)
+            answer = await self._classify(parsed.pixels, model_id)
+            outcome = HTTPStatus.OK
+            return oip.encode_grpc_response(model_id, parsed, answer["probabilities"], answer["predicted_label"])
+        except oip.OipError as error:
+            outcome = HTTPStatus(error.status)
+            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelInferResponse())
+        except ServeAppError as error:  # the graph is busy or a replica unavailable: its own code
+            outcome = error.status
+            grpc_context.set_code(error.grpc_code)
+            grpc_context.set_details(error.message)
+            return inference_pb2.ModelInferResponse()
+        finally:
+            record_request(GRPC_OIP_INFER_ROUTE, started, outcome, model_id)
 
     async def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
         """DeploymentHandle API: ``{"image": ndarray | nested lists}`` -> the same dict as ``/predict``.

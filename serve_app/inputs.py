@@ -180,6 +180,8 @@ def decode_payload(payload: Any, max_images: int) -> np.ndarray:
 
 
 NPY_MEDIA_TYPE = "application/x-npy"
+#: Content types read as JSON (none given, or text: what a bare client sends).
+JSON_MEDIA_TYPES = ("application/json", "", "text/plain")
 
 
 def media_type(content_type: str | None) -> str:

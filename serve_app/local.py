@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from serve_app.config import REPO_ROOT, SERVE_CONFIG_PATH
+from serve_app.config import REPO_ROOT, SERVE_CONFIG_PATH, AppArgs
 from serve_app.dashboard import DashboardClient, read_auth_token
 from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV
 from serve_app.http_entry import HTTP_ENTRIES, default_http_entry, environment, ray_environment
@@ -252,11 +252,19 @@ then waits about 10 s for a new one.
   asynchronous (answers a task id; then GET {base}/tasks/<id>):
     curl -s -X POST {base}/tasks -H 'Content-Type: application/json' -d @{EXAMPLE_DIGIT}
   API docs:        {base}/docs
-  health:          {base}/healthz{grpc_lines(cluster.grpc_target)}
+  health:          {base}/healthz
+  Open Inference Protocol (KServe V2, for KServe and Triton clients): {base}/v2/models/<model>/infer
+    curl -s {base}/v2/models/{default_model_id(cluster.serve_config)}{grpc_lines(cluster.grpc_target)}
   Ray dashboard:   {cluster.dashboard_url}
 
 Press Ctrl-C to stop.
 """
+
+
+def default_model_id(serve_config: dict[str, Any]) -> str:
+    """The model a request naming none gets: the app's ``model_id`` arg, else the app's default."""
+    args = serve_config["applications"][0].get("args") or {}
+    return str(args.get("model_id", AppArgs.model_fields["model_id"].default))
 
 
 def this_python() -> str:
@@ -278,7 +286,7 @@ def grpc_lines(target: str | None) -> str:
         return ""
     client = f"{this_python()} -m serve_app.grpc_client --target {target.replace('127.0.0.1', 'localhost')}"
     return f"""
-  gRPC API (serve_app/mnist.proto, mnist_serve.v1.Mnist):
+  gRPC API (serve_app/mnist.proto, mnist_serve.v1.Mnist; and inference.GRPCInferenceService):
     {client} {EXAMPLE_DIGIT.with_name("digit-7.png")}"""
 
 

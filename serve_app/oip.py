@@ -64,10 +64,13 @@ INPUT_SHAPES = ((-1, 1, 28, 28), (-1, 28, 28))
 class OipError(Exception):
     """A request the protocol refuses: an HTTP status, a gRPC code and ``{"error": message}``."""
 
-    def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST) -> None:
+    def __init__(
+        self, message: str, status: int = HTTPStatus.BAD_REQUEST, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = int(status)
+        self.headers = headers or {}
 
     @property
     def grpc_code(self) -> StatusCode:
@@ -84,7 +87,7 @@ class OipError(Exception):
         status = int(error.status)
         if status == HTTPStatus.UNPROCESSABLE_ENTITY:
             status = HTTPStatus.BAD_REQUEST
-        return cls(error.message, status)
+        return cls(error.message, status, error.headers)
 
 
 @dataclass(frozen=True)
@@ -176,18 +179,36 @@ def _parse_json(text: bytes) -> Mapping[str, Any]:
     return parsed
 
 
-def _as_parameters(value: Any, where: str) -> Mapping[str, Any]:
+#: The parameters served, by where they appear; any other is refused by name (nothing is ignored).
+REQUEST_PARAMETERS = ("binary_data_output",)
+INPUT_PARAMETERS = ("binary_data_size",)
+OUTPUT_PARAMETERS = ("binary_data",)
+
+
+def _as_parameters(value: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+    """``value`` as a parameters object holding only ``allowed`` names (the others: 400, by name)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise OipError(f"{where} parameters must be an object")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        served = ", ".join(allowed) or "none"
+        raise OipError(f"{where} parameter {unknown[0]!r} is not served here (served: {served})")
     return value
 
 
+def _is_whole_number(value: Any) -> bool:
+    """An integer as JSON Schema reads one: ``3`` and ``3.0`` are, ``true`` and ``3.5`` are not."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
 def _shape_of(value: Any, max_images: int) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+    if not isinstance(value, list) or not all(_is_whole_number(n) for n in value):
         raise OipError(f"input {INPUT_NAME!r}: shape must be a list of integers, got {value!r}")
-    shape = tuple(value)
+    shape = tuple(int(n) for n in value)
     if len(shape) not in (3, 4) or shape[1:] not in ((1, 28, 28), (28, 28)) or shape[0] < 1:
         raise OipError(f"input {INPUT_NAME!r}: shape {list(shape)} is not [N, 1, 28, 28] or [N, 28, 28] with N >= 1")
     if shape[0] > max_images:
@@ -232,15 +253,14 @@ def _requested_outputs(value: Any, binary_default: bool) -> tuple[RequestedOutpu
     for item in value:
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
             raise OipError("each requested output needs a name")
+        if set(item) - {"name", "parameters"}:
+            raise OipError(f"unknown field(s) {sorted(set(item) - {'name', 'parameters'})} in output {item['name']!r}")
         name = item["name"]
         if name not in OUTPUTS:
             raise OipError(f"output {name!r} is unknown; this model has {sorted(OUTPUTS)}")
         if any(r.name == name for r in requested):
             raise OipError(f"output {name!r} is requested twice")
-        parameters = _as_parameters(item.get("parameters"), f"output {name!r}")
-        unsupported = sorted(set(parameters) & {"classification", "shared_memory_region"})
-        if unsupported:
-            raise OipError(f"output {name!r}: {unsupported[0]} is not served here")
+        parameters = _as_parameters(item.get("parameters"), f"output {name!r}", OUTPUT_PARAMETERS)
         binary = parameters.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise OipError(f"output {name!r}: binary_data must be true or false")
@@ -258,7 +278,7 @@ def parse_http_request(body: bytes, header_length: str | None, max_images: int) 
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise OipError("id must be a string")
-    parameters = _as_parameters(request.get("parameters"), "request")
+    parameters = _as_parameters(request.get("parameters"), "request", REQUEST_PARAMETERS)
     binary_default = parameters.get("binary_data_output", False)
     if not isinstance(binary_default, bool):
         raise OipError("binary_data_output must be true or false")
@@ -266,6 +286,9 @@ def parse_http_request(body: bytes, header_length: str | None, max_images: int) 
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], Mapping):
         raise OipError(f"inputs must hold exactly one tensor, {INPUT_NAME!r}")
     tensor = inputs[0]
+    extra = set(tensor) - {"name", "datatype", "shape", "data", "parameters"}
+    if extra:
+        raise OipError(f"unknown field(s) {sorted(extra)} in input {tensor.get('name')!r}")
     if tensor.get("name") != INPUT_NAME:
         raise OipError(f"input {tensor.get('name')!r} is unknown; this model's input is {INPUT_NAME!r}")
     datatype = tensor.get("datatype")
@@ -276,9 +299,7 @@ def parse_http_request(body: bytes, header_length: str | None, max_images: int) 
     shape = _shape_of(tensor.get("shape"), max_images)
     scale, dtype = INPUT_DATATYPES[datatype]
     count = math.prod(shape)
-    tensor_parameters = _as_parameters(tensor.get("parameters"), f"input {INPUT_NAME!r}")
-    if "shared_memory_region" in tensor_parameters:
-        raise OipError(f"input {INPUT_NAME!r}: shared memory is not served here")
+    tensor_parameters = _as_parameters(tensor.get("parameters"), f"input {INPUT_NAME!r}", INPUT_PARAMETERS)
     size = tensor_parameters.get("binary_data_size")
     if size is not None:
         if "data" in tensor:
@@ -342,9 +363,11 @@ def encode_http_response(
 
 def parse_grpc_request(request: pb.ModelInferRequest, max_images: int) -> InferRequest:
     """A ``ModelInferRequest`` -> validated pixels and outputs (raw outputs, as Triton answers)."""
+    _as_parameters(dict(request.parameters), "request", ())
     if len(request.inputs) != 1:
         raise OipError(f"inputs must hold exactly one tensor, {INPUT_NAME!r}")
     tensor = request.inputs[0]
+    _as_parameters(dict(tensor.parameters), f"input {tensor.name!r}", ())
     if tensor.name != INPUT_NAME:
         raise OipError(f"input {tensor.name!r} is unknown; this model's input is {INPUT_NAME!r}")
     if tensor.datatype not in INPUT_DATATYPES:
@@ -373,9 +396,7 @@ def parse_grpc_request(request: pb.ModelInferRequest, max_images: int) -> InferR
             raise OipError(f"output {output.name!r} is unknown; this model has {sorted(OUTPUTS)}")
         if any(o.name == output.name for o in outputs):
             raise OipError(f"output {output.name!r} is requested twice")
-        unsupported = sorted(set(output.parameters) & {"classification", "shared_memory_region"})
-        if unsupported:
-            raise OipError(f"output {output.name!r}: {unsupported[0]} is not served here")
+        _as_parameters(dict(output.parameters), f"output {output.name!r}", OUTPUT_PARAMETERS)
         outputs.append(RequestedOutput(output.name, True))
     requested = tuple(outputs) or tuple(RequestedOutput(name, True) for name in OUTPUTS)
     return InferRequest(request.id or None, _pixels(values, shape, scale, max_images), requested)

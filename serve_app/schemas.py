@@ -151,3 +151,163 @@ ERROR_RESPONSES = {
     422: {"model": ErrorResponse, "description": "bad image: shape, type, range, NaN/inf, empty batch"},
     503: {"model": ErrorResponse, "description": "saturated or a deployment is unavailable; see Retry-After"},
 }
+
+
+# --- the Open Inference Protocol (KServe V2), serve_app/oip.py ----------------------------------------
+
+
+#: The outputs of every model (serve_app/oip.py's OUTPUTS), in the order they are answered.
+OIP_OUTPUT_NAMES = ("probabilities", "label")
+
+
+class OipErrorBody(BaseModel):
+    """The protocol's error body."""
+
+    error: str
+
+
+class OipLive(BaseModel):
+    """``GET /v2/health/live``."""
+
+    live: bool
+
+
+class OipReady(BaseModel):
+    """Readiness of the server or of a model."""
+
+    ready: bool
+
+
+class OipServerMetadata(BaseModel):
+    """``GET /v2``."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class OipTensorMetadata(BaseModel):
+    """A tensor of a model: -1 in the shape is the batch dimension."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class OipModelMetadata(BaseModel):
+    """``GET /v2/models/{model}``."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[OipTensorMetadata]
+    outputs: list[OipTensorMetadata]
+    parameters: dict[str, str] = Field(description="the input's other accepted datatype and shape")
+
+
+class OipModelConfig(BaseModel):
+    """``GET /v2/models/{model}/config``: Triton's model configuration, minimal and truthful."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    input: list[dict[str, object]]
+    output: list[dict[str, object]]
+
+
+class OipOutputTensor(BaseModel):
+    """One output of an answer: ``data`` in JSON, or ``parameters.binary_data_size`` raw bytes after it."""
+
+    name: Literal["probabilities", "label"]
+    datatype: Literal["FP32", "INT64"]
+    shape: list[int]
+    data: list[float] | None = None
+    parameters: dict[str, int] | None = None
+
+
+class OipInferResponse(BaseModel):
+    """An inference answer (with the binary extension: this JSON, then the raw outputs)."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OipOutputTensor]
+
+
+OIP_ERROR_RESPONSES = {
+    400: {"model": OipErrorBody, "description": "a request the protocol refuses: datatype, shape, data, outputs"},
+    404: {"model": OipErrorBody, "description": "unknown model or version"},
+    413: {"model": OipErrorBody, "description": "more images or bytes than the service accepts"},
+    415: {"model": OipErrorBody, "description": "a content type other than JSON without the binary header"},
+}
+
+
+def oip_infer_request_schema(max_images: int) -> dict[str, object]:
+    """JSON Schema of an OIP inference request (JSON data): what :func:`serve_app.oip.parse_http_request` takes.
+
+    What JSON Schema cannot say is in the descriptions: ``data`` holds exactly prod(shape) values
+    (flat, or nested), in [0, 1] for FP32 and 0-255 for UINT8; each output is named once.
+    """
+    batch = {"type": "integer", "minimum": 1, "maximum": max_images}
+    shapes = [
+        {
+            "type": "array",
+            "prefixItems": [batch, {"const": 1}, {"const": 28}, {"const": 28}],
+            "items": False,
+            "minItems": 4,
+        },
+        {"type": "array", "prefixItems": [batch, {"const": 28}, {"const": 28}], "items": False, "minItems": 3},
+    ]
+    number = {"type": "number", "minimum": 0, "maximum": 255}
+    data = {
+        "type": "array",
+        "items": {"anyOf": [number, {"type": "array"}]},
+        "description": "prod(shape) values, flat or nested row-major: FP32 in [0, 1], UINT8 whole numbers 0-255",
+    }
+    tensor = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"const": "image"},
+            "datatype": {"enum": ["FP32", "UINT8"]},
+            "shape": {"anyOf": shapes, "description": f"[N, 1, 28, 28] or [N, 28, 28], N from 1 to {max_images}"},
+            "data": data,
+            "parameters": {"type": "object", "additionalProperties": False, "properties": {}},
+        },
+    }
+    output = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"enum": list(OIP_OUTPUT_NAMES)},
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"binary_data": {"type": "boolean"}},
+            },
+        },
+    }
+    return {
+        "title": "OipInferRequest",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"binary_data_output": {"type": "boolean"}},
+            },
+            "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
+            "outputs": {
+                "type": "array",
+                "items": output,
+                "minItems": 1,
+                "maxItems": 2,
+                "description": "each named once",
+            },
+        },
+    }

@@ -9,7 +9,7 @@ import importlib
 import yaml
 
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
-from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV, SERVICER_FUNCTION
+from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV, SERVICER_FUNCTIONS
 from tools.kuberay_model import serve_service
 
 from .conftest import objects_of, ray_container_env, rayservice_of, render_chart, serve_config_of
@@ -22,10 +22,12 @@ def pod_templates(rayservice: dict) -> list[dict]:
     return [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
 
 
-def test_the_servicer_function_in_the_config_imports_and_is_the_apps():
-    assert FILE_GRPC_OPTIONS["grpc_servicer_functions"] == [SERVICER_FUNCTION]
-    module, _, name = SERVICER_FUNCTION.rpartition(".")
-    assert callable(getattr(importlib.import_module(module), name))
+def test_the_servicer_functions_in_the_config_import_and_are_the_apps():
+    # the project's own service and the Open Inference Protocol's, on the one gRPC port
+    assert FILE_GRPC_OPTIONS["grpc_servicer_functions"] == list(SERVICER_FUNCTIONS)
+    for function in SERVICER_FUNCTIONS:
+        module, _, name = function.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name))
 
 
 def test_grpc_is_on_by_default_on_kuberays_serve_service():

@@ -181,7 +181,7 @@ def test_helm_test_pod_sends_the_shipped_digit_to_predict():
     configmap = next(o for o in test_objects if o["kind"] == "ConfigMap")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
-    assert env["PREDICT_URL"] == "http://mnist-serve-serve-svc.serving.svc.cluster.local:8000/predict"
+    assert env["SERVE_URL"] == "http://mnist-serve-serve-svc.serving.svc.cluster.local:8000"
     from serve_app.examples import EXAMPLES_DIR
 
     assert yaml.safe_load(configmap["data"]["digit.json"]) == yaml.safe_load((EXAMPLES_DIR / "digit.json").read_text())
@@ -195,6 +195,8 @@ def test_notes_are_a_runbook():
         "kubectl -n serving wait --for=condition=Ready rayservice/mnist-serve",
         "port-forward svc/mnist-serve-serve-svc 8000:8000",
         "curl -s -X POST localhost:8000/predict",
+        "curl -s localhost:8000/v2/health/ready",
+        "curl -s localhost:8000/v2/models/mnist-cnn\n",
         "helm test mnist-serve",
         "port-forward svc/mnist-serve-head-svc 8265:8265",
     ):

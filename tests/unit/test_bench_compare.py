@@ -18,16 +18,21 @@ from bench.compare import (
     format_table,
     format_targets,
     higher_of,
+    json_part_length,
+    oip_answer_labels,
     parse_args,
     parse_variant,
     ratio,
     request_bodies,
     request_body,
+    request_headers,
     time_raw_model,
     with_pythonpath,
 )
 from bench.wrk import WrkResult
+from serve_app.examples import load_examples
 from serve_app.http_entry import ENTRY_VARIABLES
+from serve_app.oip import HEADER_LENGTH
 
 
 def _point(
@@ -52,9 +57,9 @@ def _point(
 
 def test_defaults_are_the_issue_s_grid():
     args = parse_args([])
-    assert args.servers == ["graph", "tutorial", "fastapi"]
+    assert args.servers == ["graph", "tutorial", "fastapi", "kserve"]
     assert args.digits == [1, 64]
-    assert args.encodings == ["json", "npy", "grpc"]
+    assert args.encodings == ["json", "npy", "grpc", "oip-json", "oip-binary", "oip-grpc"]
     assert args.concurrency == list(DEFAULT_CONCURRENCY) == [1, 8, 32, 64]
     assert args.duration == 8
     assert [v.name for v in args.variants] == ["default"] and args.variants[0].env == {}
@@ -149,13 +154,13 @@ def test_table_ratios_are_to_b_and_c_at_the_same_digits_and_concurrency():
     table = format_table(points, {1: 4000.0, 64: 12800.0})
     lines = table.splitlines()
     assert lines[0].startswith("| server | digits/request | concurrency | req/s | images/s | p50 ms | p99 ms | errors")
-    assert "| (a) whole graph | 1 | 32 | 100 | 100 | 5.0 | 20.0 | 0 | 2.00x | 0.25x | 2.5% | - |" in lines
+    assert "| (a) whole graph | 1 | 32 | 100 | 100 | 5.0 | 20.0 | 0 | 2.00x | 0.25x | - | 2.5% | - |" in lines
     tutorial = "| (b) tutorial app: Serve's proxy, max_ongoing_requests 5 |"
-    assert f"{tutorial} 1 | 32 | 50 | 50 | 5.0 | 20.0 | 0 | - | 0.12x | 1.2% | - |" in lines
-    assert "| (c) FastAPI/uvicorn | 1 | 32 | 400 | 400 | 5.0 | 20.0 | 0 | 8.00x | - | 10.0% | - |" in lines
+    assert f"{tutorial} 1 | 32 | 50 | 50 | 5.0 | 20.0 | 0 | - | 0.12x | - | 1.2% | - |" in lines
+    assert "| (c) FastAPI/uvicorn | 1 | 32 | 400 | 400 | 5.0 | 20.0 | 0 | 8.00x | - | - | 10.0% | - |" in lines
     # no (b) or (c) at 64 digits: no ratio; 10 req/s x 64 = 640 images/s = 5 % of the raw model
-    assert "| (a) whole graph | 64 | 32 | 10 | 640 | 5.0 | 20.0 | 0 | - | - | 5.0% | - |" in lines
-    assert "| raw model in-process, batch 64 | 64 | - | - | 12,800 | - | - | - | - | - | - | - |" in lines
+    assert "| (a) whole graph | 64 | 32 | 10 | 640 | 5.0 | 20.0 | 0 | - | - | - | 5.0% | - |" in lines
+    assert "| raw model in-process, batch 64 | 64 | - | - | 12,800 | - | - | - | - | - | - | - | - |" in lines
 
 
 def test_npy_points_are_compared_with_npy_points_only():
@@ -166,9 +171,9 @@ def test_npy_points_are_compared_with_npy_points_only():
         _point("fastapi", 64, 8, 800, encoding="npy"),
     ]
     lines = format_table(points, {64: 12800.0}).splitlines()
-    assert "| (a) whole graph, .npy body | 64 | 8 | 20 | 1,280 | 5.0 | 20.0 | 0 | - | 0.25x | 10.0% | - |" in lines
-    assert "| (c) FastAPI/uvicorn, .npy body | 64 | 8 | 80 | 5,120 | 5.0 | 20.0 | 0 | - | - | 40.0% | - |" in lines
-    assert "| (a) whole graph | 64 | 8 | 10 | 640 | 5.0 | 20.0 | 0 | - | 0.25x | 5.0% | - |" in lines
+    assert "| (a) whole graph, .npy body | 64 | 8 | 20 | 1,280 | 5.0 | 20.0 | 0 | - | 0.25x | - | 10.0% | - |" in lines
+    assert "| (c) FastAPI/uvicorn, .npy body | 64 | 8 | 80 | 5,120 | 5.0 | 20.0 | 0 | - | - | - | 40.0% | - |" in lines
+    assert "| (a) whole graph | 64 | 8 | 10 | 640 | 5.0 | 20.0 | 0 | - | 0.25x | - | 5.0% | - |" in lines
 
 
 # --- targets -----------------------------------------------------------------------------------------
@@ -302,7 +307,10 @@ def test_grpc_points_are_compared_with_the_json_points_of_b_and_c():
         _point("fastapi", 1, 32, 4000),
     ]
     lines = format_table(points, {}).splitlines()
-    assert "| (a) whole graph, gRPC, raw bytes | 1 | 32 | 300 | 300 | 5.0 | 20.0 | 0 | 3.00x | 0.75x | - | - |" in lines
+    assert (
+        "| (a) whole graph, gRPC, raw bytes | 1 | 32 | 300 | 300 | 5.0 | 20.0 | 0 | 3.00x | 0.75x | - | - | - |"
+        in lines
+    )
     targets = {t.name: t for t in evaluate_targets(points, {})}
     assert targets["1 digit, gRPC, raw bytes, concurrency 32: >= 1.0x (b)"].measured == pytest.approx(3.0)
     assert targets["1 digit, gRPC, raw bytes, concurrency 32: >= 25% of (c)"].verdict == "PASS"
@@ -345,3 +353,56 @@ def test_grpc_load_says_when_it_cannot_connect():
     with pytest.raises(subprocess.CalledProcessError) as caught:
         run_grpc_load(f"127.0.0.1:{free_port()}", "/mnist_serve.v1.Mnist/Predict", b"", 1, 1.0, timeout_s=1)
     assert "cannot connect to 127.0.0.1:" in caught.value.stderr
+
+
+def test_oip_points_are_compared_with_kserve_over_the_same_encoding_only():
+    points = [
+        _point("graph", 1, 32, 3000, encoding="oip-json"),
+        _point("kserve", 1, 32, 2000, encoding="oip-json"),
+        _point("kserve", 1, 32, 9000, encoding="oip-binary"),
+        _point("graph", 64, 32, 100, encoding="oip-binary"),
+        _point("kserve", 64, 32, 200, encoding="oip-binary"),
+        _point("fastapi", 1, 32, 4000),
+    ]
+    lines = format_table(points, {}).splitlines()
+    # (a) over OIP JSON: 1.5x (d) over OIP JSON; no ratio to (b) or (c), which do not speak it
+    assert "| (a) whole graph, OIP, JSON | 1 | 32 | 300 | 300 | 5.0 | 20.0 | 0 | - | - | 1.50x | - | - |" in lines
+    targets = {t.name: t for t in evaluate_targets(points, {})}
+    assert targets["1 digit, OIP, JSON, concurrency 32: >= 1.0x (d)"].verdict == "PASS"
+    binary = targets["64 digits, OIP, binary tensors, concurrency 32: >= 1.0x (d)"]
+    assert binary.measured == pytest.approx(0.5) and binary.verdict == "FAIL"
+
+
+@pytest.mark.parametrize("encoding", ["oip-json", "oip-binary", "oip-grpc"])
+def test_oip_bodies_are_requests_the_codec_takes_with_the_true_digits(encoding):
+    from serve_app import inference_pb2
+    from serve_app.oip import parse_grpc_request, parse_http_request
+
+    images, _ = load_examples()
+    body = request_body(3, images.tolist(), encoding)
+    if encoding == "oip-grpc":
+        parsed = parse_grpc_request(inference_pb2.ModelInferRequest.FromString(body), 256)
+    else:
+        parsed = parse_http_request(body, request_headers(encoding, body).get(HEADER_LENGTH), 256)
+    np.testing.assert_array_equal(parsed.pixels[:, 0], images[:3])
+    assert all(output.binary for output in parsed.outputs) == (encoding != "oip-json")
+    assert encoding != "oip-binary" or json_part_length(body) == int(request_headers(encoding, body)[HEADER_LENGTH])
+
+
+def test_oip_answers_are_read_as_json_data_or_raw_bytes():
+    import requests
+
+    from serve_app.oip import InferRequest, RequestedOutput, encode_http_response
+
+    for binary in (False, True):
+        request = InferRequest(
+            None,
+            np.zeros((2, 1, 28, 28), np.uint8),
+            (RequestedOutput("probabilities", binary), RequestedOutput("label", binary)),
+        )
+        body, json_length = encode_http_response("mnist-cnn", request, np.eye(10)[[3, 5]], [3, 5])
+        response = requests.Response()
+        response._content = body
+        if json_length is not None:
+            response.headers[HEADER_LENGTH] = str(json_length)
+        assert oip_answer_labels(response) == [3, 5]

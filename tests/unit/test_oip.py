@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import numpy as np
 import pytest
 
 from serve_app import inference_pb2 as pb
 from serve_app.oip import (
     HEADER_LENGTH,
+    OUTPUTS,
     OipError,
     RequestedOutput,
     encode_grpc_response,
@@ -23,6 +25,7 @@ from serve_app.oip import (
     server_metadata,
     split_body,
 )
+from serve_app.schemas import OIP_OUTPUT_NAMES, oip_infer_request_schema
 
 MAX = 4
 RNG = np.random.default_rng(0)
@@ -38,7 +41,16 @@ def request(datatype="FP32", shape=(2, 1, 28, 28), data=None, **extra) -> bytes:
 
 def binary_request(array: np.ndarray, datatype: str, outputs=None, parameters=None) -> tuple[bytes, str]:
     raw = array.tobytes()
-    header = {"inputs": [{"name": "image", "datatype": datatype, "shape": list(array.shape), "parameters": {"binary_data_size": len(raw)}}]}
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": datatype,
+                "shape": list(array.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ]
+    }
     if outputs is not None:
         header["outputs"] = outputs
     if parameters is not None:
@@ -72,7 +84,9 @@ def test_binary_inputs_both_datatypes(array, datatype):
 
 
 def test_binary_outputs_follow_the_json_in_request_order():
-    body, length = binary_request(FLOATS, "FP32", outputs=[{"name": "label", "parameters": {"binary_data": True}}, {"name": "probabilities"}])
+    body, length = binary_request(
+        FLOATS, "FP32", outputs=[{"name": "label", "parameters": {"binary_data": True}}, {"name": "probabilities"}]
+    )
     parsed = parse_http_request(body, length, MAX)
     probabilities, labels = np.full((2, 10), 0.1), [3, 7]
     answer, header_length = encode_http_response("mnist-cnn", parsed, probabilities, labels)
@@ -109,8 +123,53 @@ BAD_REQUESTS = [
     (request("UINT8", (2, 28, 28), data=[0.5] * 1568), None, 400, "whole numbers"),
     (request(outputs=[{"name": "logits"}]), None, 400, "output 'logits' is unknown"),
     (request(outputs=[{"name": "label"}, {"name": "label"}]), None, 400, "twice"),
-    (request(outputs=[{"name": "label", "parameters": {"classification": 3}}]), None, 400, "classification"),
-    (json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 28, 28], "data": []}]}).encode(), None, 400, "input 'pixels' is unknown"),
+    (
+        request(outputs=[{"name": "label", "parameters": {"classification": 3}}]),
+        None,
+        400,
+        "'classification' is not served",
+    ),
+    (request(outputs=[{"name": "label", "shape": [2]}]), None, 400, "unknown field.*in output 'label'"),
+    (request(parameters={"priority": 1}), None, 400, "request parameter 'priority' is not served.*binary_data_output"),
+    (request(parameters={"binary_data_output": "yes"}), None, 400, "binary_data_output must be true or false"),
+    (request(parameters=[1]), None, 400, "parameters must be an object"),
+    (
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "datatype": "FP32",
+                        "shape": [1, 28, 28],
+                        "data": [0.0] * 784,
+                        "parameters": {"shared_memory_region": "r"},
+                    }
+                ]
+            }
+        ).encode(),
+        None,
+        400,
+        "input 'image' parameter 'shared_memory_region' is not served",
+    ),
+    (
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "image", "datatype": "FP32", "shape": [1, 28, 28], "data": [0.0] * 784, "layout": "NCHW"}
+                ]
+            }
+        ).encode(),
+        None,
+        400,
+        "unknown field.*'layout'",
+    ),
+    (request(id=7), None, 400, "id must be a string"),
+    (
+        json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 28, 28], "data": []}]}).encode(),
+        None,
+        400,
+        "input 'pixels' is unknown",
+    ),
     (json.dumps({"inputs": []}).encode(), None, 400, "exactly one tensor"),
     (json.dumps({"inputs": [], "model": 1}).encode(), None, 400, "unknown field"),
     (b"[1, 2]", None, 400, "JSON object"),
@@ -138,8 +197,8 @@ def test_binary_sizes_must_add_up():
     header = json.dumps(text).encode()
     with pytest.raises(OipError, match="binary_data_size must be 6272"):
         parse_http_request(header + FLOATS.tobytes(), str(len(header)), MAX)
+    raw = request()
     with pytest.raises(OipError, match="no input has binary_data_size"):
-        raw = request()
         parse_http_request(raw + b"extra", str(len(raw)), MAX)
 
 
@@ -148,7 +207,9 @@ def test_split_body_without_a_header_is_all_json():
     assert split_body(b"{}xy", "2") == (b"{}", b"xy")
 
 
-def grpc_request(array: np.ndarray, datatype: str, raw: bool = True, outputs: tuple[str, ...] = ()) -> pb.ModelInferRequest:
+def grpc_request(
+    array: np.ndarray, datatype: str, raw: bool = True, outputs: tuple[str, ...] = ()
+) -> pb.ModelInferRequest:
     message = pb.ModelInferRequest(model_name="mnist-cnn", id="g1")
     tensor = message.inputs.add(name="image", datatype=datatype, shape=list(array.shape))
     if raw:
@@ -178,12 +239,18 @@ def test_grpc_answers_in_raw_output_contents_only():
     assert response.id == "g1" and response.model_version == "1"
 
 
+def with_parameter(message: pb.ModelInferRequest, name: str) -> pb.ModelInferRequest:
+    message.parameters[name].int64_param = 1
+    return message
+
+
 @pytest.mark.parametrize(
     ("message", "text"),
     [
         (grpc_request(FLOATS[:, :, :, :27].copy(), "FP32"), "is not \\[N, 1, 28, 28\\]"),
         (grpc_request(FLOATS, "INT32"), "datatype 'INT32'"),
         (grpc_request(FLOATS, "FP32", outputs=("scores",)), "output 'scores' is unknown"),
+        (with_parameter(grpc_request(FLOATS, "FP32"), "priority"), "request parameter 'priority' is not served"),
     ],
 )
 def test_grpc_bad_requests(message, text):
@@ -224,3 +291,41 @@ def test_unknown_versions_are_404():
 
 def test_the_header_name_is_tritons():
     assert HEADER_LENGTH == "Inference-Header-Content-Length"
+
+
+def test_the_documented_request_schema_agrees_with_the_codec():
+    """Requests the codec takes validate against the OpenAPI schema; the schema refuses what it refuses."""
+    schema = oip_infer_request_schema(MAX)
+    validator = jsonschema.Draft202012Validator(schema)
+    accepted = [
+        request(),
+        request("UINT8", (2, 28, 28), id="r1"),
+        request(
+            outputs=[{"name": "label", "parameters": {"binary_data": True}}], parameters={"binary_data_output": False}
+        ),
+    ]
+    for body in accepted:
+        parse_http_request(body, None, MAX)
+        validator.validate(json.loads(body))
+    refused = [
+        request("FP64"),
+        request(shape=(2, 3, 28, 28)),
+        request(shape=(5, 1, 28, 28), data=[0.0] * 5 * 784),
+        request(parameters={"priority": 1}),
+        request(outputs=[{"name": "logits"}]),
+        request(outputs=[{"name": "label", "shape": [2]}]),
+        request(id=7),
+    ]
+    for body in refused:
+        with pytest.raises(OipError):
+            parse_http_request(body, None, MAX)
+        assert not validator.is_valid(json.loads(body)), body[:200]
+    assert tuple(OUTPUTS) == OIP_OUTPUT_NAMES
+
+
+def test_a_shape_of_whole_floats_is_a_shape_as_json_schema_reads_it():
+    parsed = parse_http_request(request(shape=(2.0, 1, 28, 28)), None, MAX)
+    assert parsed.pixels.shape == (2, 1, 28, 28)
+    for shape in [(2.5, 1, 28, 28), (True, 1, 28, 28)]:
+        with pytest.raises(OipError, match="list of integers"):
+            parse_http_request(request(shape=shape), None, MAX)
