@@ -31,9 +31,10 @@ import requests
 from bench.graph import machine_description
 from bench.wrk import WrkResult, require_wrk, run_wrk
 from serve_app.config import APP_NAME
-from serve_app.examples import EXAMPLES_DIR
-from serve_app.local import load_serve_config, local_cluster
-from serve_app.ports import free_port
+from serve_app.local.cluster import local_cluster
+from serve_app.local.ports import free_port
+from serve_app.local.serve_config import load_serve_config
+from serve_app.training.examples import EXAMPLES_DIR
 
 BATCHING_OFF = {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}
 BATCHED_DEPLOYMENTS = ("Ingress", "Classifier")

@@ -13,7 +13,7 @@ Starts, one after another on this machine (never two at once), and drives each w
 
 * **(a)** ``graph``: the project's whole graph from the one Serve config, on a local Ray, exactly as
   ``bench.graph`` starts it (Ingress -> Preprocessor -> Classifier, with the TaskConsumer and its
-  Redis), once per ``--variant``: an HTTP entry (:mod:`serve_app.http_entry`: HAProxy by default,
+  Redis), once per ``--variant``: an HTTP entry (:mod:`serve_app.local.http_entry`: HAProxy by default,
   or Serve's proxy) and environment variables for every Ray process (set before Ray starts; presets
   in :data:`VARIANTS`). Requests go to the HTTP entry point Serve advertises in its
   ``target_groups``: HAProxy or the proxy on the HTTP port, the Ingress replica's own port in
@@ -76,7 +76,7 @@ SERVER_LABELS = {
     "fastapi": "(c) FastAPI/uvicorn",
     "kserve": "(d) KServe model server",
 }
-#: Named ways to run the graph (``--variant NAME``): an HTTP entry (:mod:`serve_app.http_entry`)
+#: Named ways to run the graph (``--variant NAME``): an HTTP entry (:mod:`serve_app.local.http_entry`)
 #: and environment variables on top of it, names of Ray Serve 2.60's own variables.
 VARIANTS: dict[str, tuple[str | None, dict[str, str]]] = {
     # The project's default entry (HAProxy, or $MNIST_SERVE_HTTP_ENTRY).
@@ -137,7 +137,7 @@ class Variant:
 
     def ray_env(self) -> dict[str, str]:
         """Every variable the graph's Ray processes get: the entry's (no files or ports), then ``env``."""
-        from serve_app.http_entry import ENTRY_VARIABLES, default_http_entry
+        from serve_app.local.http_entry import ENTRY_VARIABLES, default_http_entry
 
         return ENTRY_VARIABLES[self.http_entry or default_http_entry()] | self.env
 
@@ -406,7 +406,7 @@ def request_body(digits: int, examples: Sequence[Sequence[Sequence[int]]], encod
     if encoding in OIP_ENCODINGS:
         return oip_request_body(np.asarray(images, dtype=np.uint8), encoding)
     if encoding == "grpc":
-        from serve_app.mnist_pb2 import PredictRequest
+        from serve_app.proto.mnist_pb2 import PredictRequest
 
         return PredictRequest(raw=np.asarray(images, dtype=np.uint8).tobytes()).SerializeToString()
     if encoding == "npy":
@@ -427,7 +427,7 @@ def oip_request_body(images: np.ndarray, encoding: str) -> bytes:
     """
     tensor: dict[str, Any] = {"name": "image", "datatype": "UINT8", "shape": list(images.shape)}
     if encoding == "oip-grpc":
-        from serve_app.inference_pb2 import ModelInferRequest
+        from serve_app.proto.inference_pb2 import ModelInferRequest
 
         message = ModelInferRequest(model_name=DEFAULT_MODEL_ID)
         message.inputs.add(**tensor)
@@ -590,14 +590,14 @@ def grpc_answer_labels(target: str, encoding: str, body: bytes, timeout_s: float
 
     with grpc.insecure_channel(target) as channel:
         if encoding == "oip-grpc":
-            from serve_app.inference_pb2 import ModelInferRequest
-            from serve_app.inference_pb2_grpc import GRPCInferenceServiceStub
+            from serve_app.proto.inference_pb2 import ModelInferRequest
+            from serve_app.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 
             answer = GRPCInferenceServiceStub(channel).ModelInfer(ModelInferRequest.FromString(body), timeout=timeout_s)
             names = [output.name for output in answer.outputs]
             return np.frombuffer(answer.raw_output_contents[names.index("label")], dtype="<i8").tolist()
-        from serve_app.mnist_pb2 import PredictRequest
-        from serve_app.mnist_pb2_grpc import MnistStub
+        from serve_app.proto.mnist_pb2 import PredictRequest
+        from serve_app.proto.mnist_pb2_grpc import MnistStub
 
         request = PredictRequest.FromString(body)
         return list(MnistStub(channel).Predict(request, timeout=timeout_s, metadata=call_metadata()).predicted_label)
@@ -695,8 +695,9 @@ def bench_ray_env(extra: Mapping[str, str]) -> dict[str, str]:
 def graph_server(variant: Variant) -> Iterator[Endpoints]:
     """The whole graph on a local Ray with the variant's environment; yields its /predict URL and gRPC target."""
     from serve_app.config import APP_NAME
-    from serve_app.local import http_port_of, load_serve_config, local_cluster
-    from serve_app.ports import free_port
+    from serve_app.local.cluster import local_cluster
+    from serve_app.local.ports import free_port
+    from serve_app.local.serve_config import http_port_of, load_serve_config
 
     config = load_serve_config(http_port=free_port(), grpc_port=free_port())
     with local_cluster(
@@ -741,8 +742,9 @@ def wait_for_entry_port(
 def tutorial_server() -> Iterator[Endpoints]:
     """(b) on a local Ray behind Serve's own proxy (Serve's defaults, as the tutorial); yields its /predict URL."""
     from bench.tutorial_app import serve_config
-    from serve_app.local import load_serve_config, local_cluster
-    from serve_app.ports import free_port
+    from serve_app.local.cluster import local_cluster
+    from serve_app.local.ports import free_port
+    from serve_app.local.serve_config import load_serve_config
 
     config = serve_config(free_port(), base=load_serve_config())
     with local_cluster(
@@ -755,7 +757,7 @@ def tutorial_server() -> Iterator[Endpoints]:
 def fastapi_reference() -> Iterator[Endpoints]:
     """(c) under uvicorn in a subprocess; yields its /predict URL."""
     from bench.fastapi_app import fastapi_server
-    from serve_app.ports import free_port
+    from serve_app.local.ports import free_port
 
     with fastapi_server(free_port()) as url:
         yield Endpoints(url)
@@ -765,7 +767,7 @@ def fastapi_reference() -> Iterator[Endpoints]:
 def kserve_reference() -> Iterator[Endpoints]:
     """(d) KServe's model server in its own environment (:mod:`bench.kserve_app`); yields its URL and gRPC target."""
     from bench.kserve_app import kserve_server
-    from serve_app.ports import free_port
+    from serve_app.local.ports import free_port
 
     with kserve_server(free_port(), free_port()) as (url, grpc_target):
         yield Endpoints(url, grpc_target)
@@ -829,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     from bench.graph import machine_description, raw_model_images_per_s
     from bench.wrk import require_wrk
-    from serve_app.examples import load_examples
+    from serve_app.training.examples import load_examples
 
     require_wrk()
     images, labels = load_examples()

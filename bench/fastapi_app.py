@@ -26,7 +26,7 @@ from bench.baselines import classify, classify_npy, error_answer, load_served_mo
 from serve_app.config import REPO_ROOT
 from serve_app.errors import MalformedBodyError, ServeAppError
 from serve_app.inputs import NPY_MEDIA_TYPE, media_type
-from serve_app.processes import stop_process
+from serve_app.local.processes import stop_process
 
 FACTORY = "bench.fastapi_app:create_app"
 

@@ -25,10 +25,11 @@ import torch
 
 from bench.wrk import WrkResult, require_wrk, run_wrk
 from serve_app.config import DEFAULT_MODEL_ID
-from serve_app.examples import EXAMPLES_DIR, load_examples
-from serve_app.local import load_serve_config, local_cluster
+from serve_app.local.cluster import local_cluster
+from serve_app.local.ports import free_port
+from serve_app.local.serve_config import load_serve_config
 from serve_app.model import load_model, model_dir, predict
-from serve_app.ports import free_port
+from serve_app.training.examples import EXAMPLES_DIR, load_examples
 from serve_app.transforms import to_model_input
 
 

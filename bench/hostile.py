@@ -30,9 +30,10 @@ import requests
 
 from bench.memory import rss_mib
 from serve_app.config import APP_NAME
-from serve_app.examples import EXAMPLES_DIR
-from serve_app.local import LocalCluster, load_serve_config, local_cluster
-from serve_app.ports import free_port
+from serve_app.local.cluster import LocalCluster, local_cluster
+from serve_app.local.ports import free_port
+from serve_app.local.serve_config import load_serve_config
+from serve_app.training.examples import EXAMPLES_DIR
 
 DIGIT = (EXAMPLES_DIR / "digit.json").read_bytes()
 

@@ -102,7 +102,7 @@ def serve(argv: list[str]) -> None:  # pragma: no cover - runs in KServe's envir
 @contextmanager
 def kserve_server(http_port: int, grpc_port: int, timeout_s: float = 120) -> Iterator[tuple[str, str]]:
     """KServe's model server in a subprocess; yields its base URL and gRPC target; stops it afterwards."""
-    from serve_app.processes import stop_process
+    from serve_app.local.processes import stop_process
 
     command = [str(kserve_python()), "-m", "bench.kserve_app", "--http_port", str(http_port)]
     command += ["--grpc_port", str(grpc_port), "--configure_logging", "false"]

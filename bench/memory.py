@@ -19,9 +19,10 @@ from pathlib import Path
 import requests
 
 from serve_app.config import APP_NAME
-from serve_app.examples import EXAMPLES_DIR
-from serve_app.local import load_serve_config, local_cluster
-from serve_app.ports import free_port
+from serve_app.local.cluster import local_cluster
+from serve_app.local.ports import free_port
+from serve_app.local.serve_config import load_serve_config
+from serve_app.training.examples import EXAMPLES_DIR
 
 #: Substrings of the command lines of Ray's system processes (the head pod's share).
 RAY_SYSTEM_PROCESSES = (

@@ -44,10 +44,11 @@ import requests
 
 from bench.wrk import WrkResult, require_wrk, run_wrk
 from serve_app.config import APP_NAME, DEFAULT_MODEL_ID, SERVE_CONFIG_PATH
-from serve_app.dashboard import DashboardClient, DeployFailedError
-from serve_app.examples import EXAMPLES_DIR
-from serve_app.local import load_serve_config, local_cluster
-from serve_app.ports import free_port
+from serve_app.local.cluster import local_cluster
+from serve_app.local.dashboard import DashboardClient, DeployFailedError
+from serve_app.local.ports import free_port
+from serve_app.local.serve_config import load_serve_config
+from serve_app.training.examples import EXAMPLES_DIR
 
 CLASSIFIER = "Classifier"
 LATENCY_AWARE_ROUTER = "serve_app.router:LatencyAwareRouter"

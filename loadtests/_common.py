@@ -45,7 +45,7 @@ from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from serve_app.config import APP_NAME
-from serve_app.dashboard import DEFAULT_DASHBOARD_URL, DashboardClient, read_auth_token
+from serve_app.local.dashboard import DEFAULT_DASHBOARD_URL, DashboardClient, read_auth_token
 
 logger = logging.getLogger("mnist-serve.loadtests")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -120,11 +120,11 @@ def recent_samples(samples: Sequence[Sample], now: float, window_s: float) -> li
 def load_digits(source: str) -> tuple[np.ndarray, np.ndarray]:
     """Real MNIST test digits (uint8, N x 28 x 28) and their labels."""
     if source == "examples":
-        from serve_app.examples import load_examples
+        from serve_app.training.examples import load_examples
 
         return load_examples()
     if source == "mnist":
-        from serve_app.data import load_split
+        from serve_app.training.data import load_split
 
         split = load_split("test")
         return split.images, split.labels

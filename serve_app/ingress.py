@@ -11,7 +11,7 @@ HTTP (port 8000):
 * ``GET  /healthz``        liveness
 * ``GET  /docs``           OpenAPI docs
 
-gRPC (``serve_app/mnist.proto``, port 9000): ``mnist_serve.v1.Mnist/Predict`` and
+gRPC (``serve_app/proto/mnist.proto``, port 9000): ``mnist_serve.v1.Mnist/Predict`` and
 ``/ListModels``, the same contract as ``/predict`` and ``/models``.
 
 Handle: ``handle.predict.remote({"image": ndarray})`` returns the same dict.
@@ -44,7 +44,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
-from serve_app import inference_pb2, mnist_pb2, oip
+from serve_app import oip
 from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
 from serve_app.config import AppArgs, BatchingConfig
 from serve_app.errors import (
@@ -76,6 +76,7 @@ from serve_app.inputs import (
     parse_json_body,
 )
 from serve_app.metrics import ingress_metrics
+from serve_app.proto import inference_pb2, mnist_pb2
 from serve_app.schemas import (
     ERROR_RESPONSES,
     OIP_ERROR_RESPONSES,
@@ -546,7 +547,7 @@ class Ingress:
             return Response(body, media_type="application/json")
         return Response(body, media_type="application/octet-stream", headers={oip.HEADER_LENGTH: str(json_length)})
 
-    # gRPC: inference.GRPCInferenceService (serve_app/inference.proto), the same contract.
+    # gRPC: inference.GRPCInferenceService (serve_app/proto/inference.proto), the same contract.
 
     async def ServerLive(  # noqa: N802 (the RPC's name)
         self, request: inference_pb2.ServerLiveRequest, grpc_context: RayServegRPCContext
@@ -632,7 +633,7 @@ class Ingress:
         model_id = self._resolve_model()
         return await self._classify(decode_payload(batch, self.args.max_batch_images), model_id)
 
-    # The gRPC API (serve_app/mnist.proto). Serve's gRPC ingress calls the Ingress method named
+    # The gRPC API (serve_app/proto/mnist.proto). Serve's gRPC ingress calls the Ingress method named
     # like the RPC, with the request message and, as ``grpc_context``, the call's context.
     async def Predict(  # noqa: N802 (the RPC's name)
         self, request: mnist_pb2.PredictRequest, grpc_context: RayServegRPCContext

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 from grpc import StatusCode
 
-from serve_app import inference_pb2 as pb
 from serve_app.errors import InvalidInputError, PayloadTooLargeError, ServeAppError
 from serve_app.inputs import decode_images
+from serve_app.proto import inference_pb2 as pb
 
 SERVER_NAME = "mnist-serve"
 SERVER_VERSION = "0.1.0"

@@ -27,8 +27,8 @@ from typing import Any
 import fsspec
 
 from serve_app.config import MODELS_DIR
-from serve_app.data import sha256_of
 from serve_app.errors import UnknownModelError
+from serve_app.training.data import sha256_of
 
 MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SERVED_ARTEFACT = "model.pt"

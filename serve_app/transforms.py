@@ -45,7 +45,7 @@ def to_model_input(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
     return _TRANSFORM(tensor)
 
 
-#: Pixel transforms a model can be trained on (``serve_app.train --pixel-transform``).
+#: Pixel transforms a model can be trained on (``serve_app.training.train --pixel-transform``).
 PIXEL_TRANSFORMS = ("none", "invert")
 
 

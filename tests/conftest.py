@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_app.data import MnistSplit, load_split
-from serve_app.examples import load_examples
+from serve_app.training.data import MnistSplit, load_split
+from serve_app.training.examples import load_examples
 
 TESTS_DIR = Path(__file__).resolve().parent
 # The load tests' helper modules import each other as Locust loads them: from their own directory.

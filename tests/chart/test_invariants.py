@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from serve_app.http_entry import DEFAULT_HTTP_ENTRY, ENTRY_VARIABLES, HTTP_ENTRIES
+from serve_app.local.http_entry import DEFAULT_HTTP_ENTRY, ENTRY_VARIABLES, HTTP_ENTRIES
 
 from .conftest import CHART_DIR, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
 
@@ -182,7 +182,7 @@ def test_helm_test_pod_sends_the_shipped_digit_to_predict():
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env["SERVE_URL"] == "http://mnist-serve-serve-svc.serving.svc.cluster.local:8000"
-    from serve_app.examples import EXAMPLES_DIR
+    from serve_app.training.examples import EXAMPLES_DIR
 
     assert yaml.safe_load(configmap["data"]["digit.json"]) == yaml.safe_load((EXAMPLES_DIR / "digit.json").read_text())
 
@@ -209,7 +209,7 @@ def test_every_ray_pod_gets_the_http_entry_s_variables(render, entry):
     for template in templates:
         env = ray_container_env(template)
         serve_switches = {key: value for key, value in env.items() if key in SERVE_SWITCHES}
-        # the same table as the local run's (serve_app.http_entry), on the head and every worker group
+        # the same table as the local run's (serve_app.local.http_entry), on the head and every worker group
         assert serve_switches == ENTRY_VARIABLES[entry]
 
 

@@ -39,8 +39,8 @@ from _faults import pod_selector as pod_selector
 from _faults import selector_string as selector_string
 
 from serve_app.config import REPO_ROOT
-from serve_app.ports import free_port
-from serve_app.processes import stop_process
+from serve_app.local.ports import free_port
+from serve_app.local.processes import stop_process
 
 CHART_DIR = REPO_ROOT / "charts" / "mnist-serve"
 CI_DIR = CHART_DIR / "ci"

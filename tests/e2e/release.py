@@ -195,8 +195,8 @@ def classify_examples_over_grpc(target: str, timeout_s: float = 120) -> None:
     import grpc
     import numpy as np
 
-    from serve_app import mnist_pb2, mnist_pb2_grpc
     from serve_app.grpc_api import call_metadata
+    from serve_app.proto import mnist_pb2, mnist_pb2_grpc
 
     images = np.asarray(json.loads((DIGITS_DIR / "digits-10.json").read_text())["image"], dtype=np.uint8)
     with grpc.insecure_channel(target) as channel:

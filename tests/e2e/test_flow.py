@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from serve_app.config import APP_NAME
-from serve_app.dashboard import DashboardClient
+from serve_app.local.dashboard import DashboardClient
 from tests.e2e.kube import (
     Kube,
     LoadLoop,

@@ -19,10 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
-from serve_app.dashboard import DashboardClient, read_auth_token
-from serve_app.local import load_serve_config, local_cluster
+from serve_app.local.cluster import local_cluster
+from serve_app.local.dashboard import DashboardClient, read_auth_token
+from serve_app.local.ports import free_port
+from serve_app.local.serve_config import load_serve_config
 from serve_app.model import SIMULATED_GPUS_ENV
-from serve_app.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class LocalServe:
     serve_config: dict
     metrics_url: str
     session_dir: Path
-    http_entry: str  # haproxy or proxy (serve_app.http_entry)
+    http_entry: str  # haproxy or proxy (serve_app.local.http_entry)
     grpc_target: str  # host:port of the gRPC API
 
     def scrape(self, name: str, **labels: str) -> float:

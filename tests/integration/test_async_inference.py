@@ -14,8 +14,8 @@ import redis
 from ray.serve.task_consumer import instantiate_adapter_from_config
 
 from serve_app.config import APP_NAME
-from serve_app.examples import EXAMPLES_DIR
 from serve_app.tasks import REDIS_URL_ENV, TASK_NAME, TaskSettings, task_processor_config
+from serve_app.training.examples import EXAMPLES_DIR
 
 DIGIT = json.loads((EXAMPLES_DIR / "digit.json").read_text())
 SETTINGS = TaskSettings()  # the queue names of the project's config

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
-from serve_app.local import load_serve_config
+from serve_app.local.serve_config import load_serve_config
 
 pytestmark = pytest.mark.slow
 

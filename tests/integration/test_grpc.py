@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 import pytest
 
-from serve_app import mnist_pb2, mnist_pb2_grpc
 from serve_app.config import REPO_ROOT
 from serve_app.grpc_api import MODEL_METADATA_KEY, SERVICE_NAME, call_metadata
+from serve_app.proto import mnist_pb2, mnist_pb2_grpc
 
 TIMEOUT_S = 120  # the first call may wait for a Classifier replica
 #: Every call names the application, as clients should (serve_app.grpc_api.call_metadata).

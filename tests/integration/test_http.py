@@ -10,7 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
-from serve_app.examples import EXAMPLES_DIR
+from serve_app.training.examples import EXAMPLES_DIR
 
 DIGIT = json.loads((EXAMPLES_DIR / "digit.json").read_text())
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from serve_app.config import REPO_ROOT
-from serve_app.ports import free_port
+from serve_app.local.ports import free_port
 from serve_app.tasks import REDIS_URL_ENV
 
 

@@ -3,7 +3,7 @@
 Triton's own HTTP client (``tritonclient.http``) drives the HTTP side: health, metadata, Triton's
 model configuration, and inference with JSON data and with the binary tensor data extension, for
 every model of the store. The gRPC side is driven through ``inference.GRPCInferenceService``
-(serve_app/inference.proto, wire-compatible with KServe's and Triton's), without the ``application``
+(serve_app/proto/inference.proto, wire-compatible with KServe's and Triton's), without the ``application``
 metadata a Triton client never sends. The answers are the ``/predict`` answers for the same pixels.
 """
 
@@ -19,9 +19,9 @@ import pytest
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from serve_app import inference_pb2, inference_pb2_grpc
 from serve_app.http_api import GRPC_OIP_INFER_ROUTE, OIP_INFER_ROUTE
 from serve_app.oip import HEADER_LENGTH
+from serve_app.proto import inference_pb2, inference_pb2_grpc
 
 TIMEOUT_S = 120  # the first call of a model may wait for its load on a Classifier replica
 

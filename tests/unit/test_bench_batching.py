@@ -2,7 +2,7 @@
 
 from bench.batching import BATCHING_OFF, batch_wait_s, latency_target, speedup_target, with_batching
 from bench.wrk import WrkResult
-from serve_app.local import load_serve_config
+from serve_app.local.serve_config import load_serve_config
 
 
 def _run(connections: int, requests: int) -> WrkResult:

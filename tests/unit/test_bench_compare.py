@@ -30,9 +30,9 @@ from bench.compare import (
     with_pythonpath,
 )
 from bench.wrk import WrkResult
-from serve_app.examples import load_examples
-from serve_app.http_entry import ENTRY_VARIABLES
+from serve_app.local.http_entry import ENTRY_VARIABLES
 from serve_app.oip import HEADER_LENGTH
+from serve_app.training.examples import load_examples
 
 
 def _point(
@@ -291,7 +291,7 @@ def test_pythonpath_puts_the_root_first_once():
 
 
 def test_grpc_bodies_are_predict_requests_of_the_same_raw_digits():
-    from serve_app.mnist_pb2 import PredictRequest
+    from serve_app.proto.mnist_pb2 import PredictRequest
 
     digits = [[[i] * 28] * 28 for i in range(10)]
     message = PredictRequest.FromString(request_body(64, digits, "grpc"))
@@ -348,7 +348,7 @@ def test_grpc_load_says_when_it_cannot_connect():
     import subprocess
 
     from bench.grpc_load import run_grpc_load
-    from serve_app.ports import free_port
+    from serve_app.local.ports import free_port
 
     with pytest.raises(subprocess.CalledProcessError) as caught:
         run_grpc_load(f"127.0.0.1:{free_port()}", "/mnist_serve.v1.Mnist/Predict", b"", 1, 1.0, timeout_s=1)
@@ -375,8 +375,8 @@ def test_oip_points_are_compared_with_kserve_over_the_same_encoding_only():
 
 @pytest.mark.parametrize("encoding", ["oip-json", "oip-binary", "oip-grpc"])
 def test_oip_bodies_are_requests_the_codec_takes_with_the_true_digits(encoding):
-    from serve_app import inference_pb2
     from serve_app.oip import parse_grpc_request, parse_http_request
+    from serve_app.proto import inference_pb2
 
     images, _ = load_examples()
     body = request_body(3, images.tolist(), encoding)

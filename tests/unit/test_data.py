@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from serve_app import data
+from serve_app.training import data
 
 
 def test_cached_files_match_their_published_digests():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from serve_app.examples import EXAMPLES_DIR, example_files
+from serve_app.training.examples import EXAMPLES_DIR, example_files
 
 
 def test_shipped_examples_are_the_real_test_digits(mnist_test):

@@ -21,7 +21,7 @@ from serve_app.grpc_api import (
     predict_response,
     request_pixels,
 )
-from serve_app.mnist_pb2 import PredictRequest, ScaledPixels
+from serve_app.proto.mnist_pb2 import PredictRequest, ScaledPixels
 
 DIGITS = np.asarray(json.loads((REPO_ROOT / "examples/digits/digits-10.json").read_text())["image"], dtype=np.uint8)
 
@@ -113,7 +113,7 @@ def test_client_mistakes_are_never_internal_or_retryable():
 def test_the_committed_stubs_are_generated_from_the_proto(tmp_path):
     generated = generate_stubs(tmp_path)
     for path in generated:
-        committed = REPO_ROOT / "serve_app" / path.name
+        committed = REPO_ROOT / path.relative_to(tmp_path)
         assert path.read_text() == committed.read_text(), (
             f"{path.name} is stale: python -m serve_app.grpc_api --generate"
         )

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from serve_app.http_entry import (
+from serve_app.local.http_entry import (
     DEFAULT_HTTP_ENTRY,
     HTTP_ENTRIES,
     check_http_entry,
@@ -58,7 +58,7 @@ def test_environment_is_restored(monkeypatch):
 
 
 def test_the_local_command_passes_the_chosen_entry_to_the_run(monkeypatch):
-    from serve_app import local
+    from serve_app.local import cli as local
 
     calls = []
     monkeypatch.setattr(local, "run", lambda *args, **kwargs: calls.append(kwargs) or 0)
@@ -76,7 +76,7 @@ def test_the_local_command_passes_the_chosen_entry_to_the_run(monkeypatch):
 
 def test_local_cluster_sets_the_entry_s_variables_only_while_ray_runs(monkeypatch):
     """local_cluster's environment as Ray would inherit it (the deploy stubbed): the entry's, then restored."""
-    from serve_app import local
+    from serve_app.local import cluster as local
 
     seen = {}
 

@@ -27,7 +27,7 @@ def test_the_ingress_does_not_import_torch():
         "serve_app.inputs",
         "serve_app.model",
         "serve_app.transforms",
-        "serve_app.data",
+        "serve_app.training.data",
         "serve_app.config",
         "serve_app.store",
         "serve_app.batching",

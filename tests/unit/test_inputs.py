@@ -6,7 +6,6 @@ import pytest
 from PIL import Image
 
 from serve_app.errors import InvalidInputError, MalformedBodyError, PayloadTooLargeError
-from serve_app.examples import EXAMPLES_DIR
 from serve_app.inputs import (
     decode_image_file,
     decode_image_files,
@@ -16,6 +15,7 @@ from serve_app.inputs import (
     media_type,
     parse_json_body,
 )
+from serve_app.training.examples import EXAMPLES_DIR
 
 
 def test_tutorial_float_batch_is_read_as_unit_scale():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from serve_app.local import apply_overrides, load_serve_config
+from serve_app.local.serve_config import apply_overrides, load_serve_config
 
 
 def classifier(config: dict) -> dict:
@@ -45,7 +45,7 @@ def test_bad_overrides_name_what_is_wrong(override, message):
 
 
 def test_the_grpc_port_moves_with_the_http_port_and_only_when_the_config_serves_grpc():
-    from serve_app.local import grpc_target_of
+    from serve_app.local.serve_config import grpc_target_of
 
     config = load_serve_config(http_port=18000, grpc_port=19000)
     assert config["http_options"]["port"] == 18000 and config["grpc_options"]["port"] == 19000

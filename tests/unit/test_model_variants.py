@@ -9,7 +9,7 @@ import torch
 from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.model import MnistCNN, count_parameters, load_model, model_dir, predict
 from serve_app.store import ModelStore
-from serve_app.train import TrainConfig, background_value, export, parse_args, random_shift, train, write_card
+from serve_app.training.train import TrainConfig, background_value, export, parse_args, random_shift, train, write_card
 from serve_app.transforms import apply_pixel_transform, to_model_input
 
 SMALL_ID = "mnist-cnn-small"
@@ -125,7 +125,9 @@ def test_training_with_invert_runs_and_records_the_transform(tmp_path):
     model, metrics = train(config)
     assert metrics["train_images"] == 512
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
-    card = write_card(tmp_path, config, model, metrics, export(model, tmp_path), "python -m serve_app.train ...")
+    card = write_card(
+        tmp_path, config, model, metrics, export(model, tmp_path), "python -m serve_app.training.train ..."
+    )
     assert card["pixel_transform"] == "invert"
     assert card["train_config"]["pixel_transform"] == "invert"
     assert card["parameters"] == count_parameters(MnistCNN(width=8, hidden=16))

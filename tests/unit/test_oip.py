@@ -8,7 +8,6 @@ import jsonschema
 import numpy as np
 import pytest
 
-from serve_app import inference_pb2 as pb
 from serve_app.oip import (
     HEADER_LENGTH,
     OUTPUTS,
@@ -25,6 +24,7 @@ from serve_app.oip import (
     server_metadata,
     split_body,
 )
+from serve_app.proto import inference_pb2 as pb
 from serve_app.schemas import OIP_OUTPUT_NAMES, oip_infer_request_schema
 
 MAX = 4

@@ -1,7 +1,7 @@
 import random
 import socket
 
-from serve_app.ports import PORT_RANGE, free_port, is_free
+from serve_app.local.ports import PORT_RANGE, free_port, is_free
 
 
 def test_free_ports_avoid_the_ephemeral_range_and_are_bindable():

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from serve_app.processes import stop_process
+from serve_app.local.processes import stop_process
 
 
 def test_a_process_that_honours_sigterm_stops_at_once():

@@ -32,7 +32,7 @@ from bench.router import (
 )
 from bench.wrk import WrkResult
 from serve_app.config import APP_NAME
-from serve_app.local import load_serve_config
+from serve_app.local.serve_config import load_serve_config
 from serve_app.router import (
     Candidate,
     LatencyAwareRouter,

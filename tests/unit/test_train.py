@@ -1,6 +1,6 @@
 import torch
 
-from serve_app.train import TrainConfig, random_shift, train
+from serve_app.training.train import TrainConfig, random_shift, train
 
 
 def test_random_shift_keeps_shape_and_moves_pixels_within_bounds():

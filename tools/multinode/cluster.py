@@ -36,7 +36,7 @@ from typing import Any
 import requests
 import yaml
 
-from serve_app.dashboard import DashboardClient
+from serve_app.local.dashboard import DashboardClient
 from serve_app.model import SIMULATED_GPUS_ENV
 from tools.kind_scheduling import pods_of_workloads
 from tools.kuberay_model import RayPod, build_pods, object_store_of

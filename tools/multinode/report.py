@@ -21,9 +21,9 @@ import grpc
 import numpy as np
 import requests
 
-from serve_app import mnist_pb2, mnist_pb2_grpc
-from serve_app.examples import load_examples
 from serve_app.grpc_api import call_metadata
+from serve_app.proto import mnist_pb2, mnist_pb2_grpc
+from serve_app.training.examples import load_examples
 from tools.multinode.cluster import RenderedCluster, running_cluster
 from tools.multinode.faults import REQUEST_PATH, FaultReport, SteadyLoad, kill_and_recover, spread
 

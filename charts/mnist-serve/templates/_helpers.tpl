@@ -190,7 +190,7 @@ spec:
           containerPort: 8080
       {{- $tracing := and $root.Values.tracing.enabled $root.Values.tracing.otlpEndpoint }}
       env:
-        # serve.httpEntry, read by Serve when its processes start (serve_app/http_entry.py has the same table).
+        # serve.httpEntry, read by Serve when its processes start (serve_app/local/http_entry.py has the same table).
         {{- if eq $root.Values.serve.httpEntry "haproxy" }}
         - name: RAY_SERVE_ENABLE_HA_PROXY
           value: "1"

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serve_app import mnist_pb2 as serve__app_dot_mnist__pb2
+from serve_app.proto import mnist_pb2 as serve__app_dot_proto_dot_mnist__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in serve_app/mnist_pb2_grpc.py depends on'
+        + ' but the generated code in serve_app/proto/mnist_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,13 +37,13 @@ class MnistStub:
         """
         self.Predict = channel.unary_unary(
                 '/mnist_serve.v1.Mnist/Predict',
-                request_serializer=serve__app_dot_mnist__pb2.PredictRequest.SerializeToString,
-                response_deserializer=serve__app_dot_mnist__pb2.PredictResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_mnist__pb2.PredictRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_mnist__pb2.PredictResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/mnist_serve.v1.Mnist/ListModels',
-                request_serializer=serve__app_dot_mnist__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=serve__app_dot_mnist__pb2.ListModelsResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_mnist__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_mnist__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
 
 
@@ -70,13 +70,13 @@ def add_MnistServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
-                    request_deserializer=serve__app_dot_mnist__pb2.PredictRequest.FromString,
-                    response_serializer=serve__app_dot_mnist__pb2.PredictResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_mnist__pb2.PredictRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_mnist__pb2.PredictResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=serve__app_dot_mnist__pb2.ListModelsRequest.FromString,
-                    response_serializer=serve__app_dot_mnist__pb2.ListModelsResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_mnist__pb2.ListModelsRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_mnist__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -105,8 +105,8 @@ class Mnist:
             request,
             target,
             '/mnist_serve.v1.Mnist/Predict',
-            serve__app_dot_mnist__pb2.PredictRequest.SerializeToString,
-            serve__app_dot_mnist__pb2.PredictResponse.FromString,
+            serve__app_dot_proto_dot_mnist__pb2.PredictRequest.SerializeToString,
+            serve__app_dot_proto_dot_mnist__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -132,8 +132,8 @@ class Mnist:
             request,
             target,
             '/mnist_serve.v1.Mnist/ListModels',
-            serve__app_dot_mnist__pb2.ListModelsRequest.SerializeToString,
-            serve__app_dot_mnist__pb2.ListModelsResponse.FromString,
+            serve__app_dot_proto_dot_mnist__pb2.ListModelsRequest.SerializeToString,
+            serve__app_dot_proto_dot_mnist__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

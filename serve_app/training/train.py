@@ -12,10 +12,10 @@ random draw comes from seeded generators and ``torch.use_deterministic_algorithm
 is on. (Float summation order inside oneDNN kernels can differ between CPU
 generations, so bit-identical weights are promised per machine, not across them.)
 
-    python -m serve_app.train                 # the shipped model, ~3 min on 2 cores
-    python -m serve_app.train --epochs 1 --out /tmp/quick
-    python -m serve_app.train --model-id mnist-cnn-small --width 16 --hidden 64
-    python -m serve_app.train --model-id mnist-cnn-inverted --pixel-transform invert
+    python -m serve_app.training.train                 # the shipped model, ~3 min on 2 cores
+    python -m serve_app.training.train --epochs 1 --out /tmp/quick
+    python -m serve_app.training.train --model-id mnist-cnn-small --width 16 --hidden 64
+    python -m serve_app.training.train --model-id mnist-cnn-inverted --pixel-transform invert
 
 ``--width``/``--hidden`` size the network (see :class:`serve_app.model.MnistCNN`);
 ``--pixel-transform invert`` trains and evaluates on inverted digits (``255 - pixel``,
@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serve_app import data
 from serve_app.config import DEFAULT_MODEL_ID, MODELS_DIR
 from serve_app.model import ARCHITECTURES, count_parameters, predict
+from serve_app.training import data
 from serve_app.transforms import PIXEL_TRANSFORMS, apply_pixel_transform, to_model_input
 
 #: Largest random translation (pixels) applied to training digits.
@@ -289,7 +289,7 @@ A small convolutional network that classifies 28x28 greyscale handwritten digits
 ```
 
 Deterministic for a given seed on the same machine and thread count (see
-`serve_app/train.py`). Intended use: {role} of mnist-serve, a
+`serve_app/training/train.py`). Intended use: {role} of mnist-serve, a
 demonstration of serving; not for any decision that matters. {USAGE_NOTE[config.pixel_transform]}
 """
     )
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     """Train, export, write the card."""
     config, out = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    command = "python -m serve_app.train" + ("" if not argv else " " + shlex.join(argv))
+    command = "python -m serve_app.training.train" + ("" if not argv else " " + shlex.join(argv))
     model, metrics = train(config)
     digests = export(model, out)
     write_card(out, config, model, metrics, digests, command)

@@ -8,7 +8,7 @@
 * ``digit-oip.json``     -- the 7 as an Open Inference Protocol request (a UINT8 [1, 28, 28] tensor);
 * ``labels.json``        -- test-set index and true label of each shipped digit.
 
-    python -m serve_app.examples     # regenerate (a test checks the files match)
+    python -m serve_app.training.examples     # regenerate (a test checks the files match)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from serve_app.config import REPO_ROOT
-from serve_app.data import MnistSplit, load_split
+from serve_app.training.data import MnistSplit, load_split
 
 EXAMPLES_DIR = REPO_ROOT / "examples" / "digits"
 

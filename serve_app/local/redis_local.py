@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from serve_app.ports import free_port
-from serve_app.processes import stop_process
+from serve_app.local.ports import free_port
+from serve_app.local.processes import stop_process
 
 DEFAULT_PORT = 6390
 

