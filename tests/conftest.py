@@ -15,7 +15,14 @@ TESTS_DIR = Path(__file__).resolve().parent
 # The load tests' helper modules import each other as Locust loads them: from their own directory.
 # Only the pure ones (no ``locust`` import, which would monkey-patch this process) are imported here.
 sys.path.insert(0, str(TESTS_DIR.parent / "loadtests"))
-_MARKER_BY_DIR = {"unit": "unit", "integration": "integration", "chart": "chart", "e2e": "e2e", "cluster": "multinode"}
+_MARKER_BY_DIR = {
+    "unit": "unit",
+    "tooling": "tooling",
+    "integration": "integration",
+    "chart": "chart",
+    "e2e": "e2e",
+    "cluster": "multinode",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,4 +1,4 @@
-"""The e2e suite's helpers (tests/e2e/kube.py) on objects the chart really renders.
+"""The e2e suite's helpers (tests/support/kube.py) on objects the chart really renders.
 
 What the e2e suite does on a cluster rests on these: which pods are the head and the workers,
 the names of the Services KubeRay creates, where Ray's token is, which values files make each
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.kube import (
+from tests.support.kube import (
     CI_DIR,
     active_cluster,
     auth_secret,

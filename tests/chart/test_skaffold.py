@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from serve_app.config import REPO_ROOT
-from tests.e2e.kube import head_service_name, nest, parse_image_ref, serve_service_name
+from tests.support.kube import head_service_name, nest, parse_image_ref, serve_service_name
 
 from .conftest import objects_of, rayservice_of, render_chart
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from tests.e2e.kube import DIGITS_DIR, Kube, Settings, gpu_allocatable, probe_cluster
-from tests.e2e.release import Release
+from tests.support.kube import DIGITS_DIR, Kube, Settings, gpu_allocatable, probe_cluster
+from tests.support.release import Release
 
 
 def e2e_requested(markexpr: str, env: Mapping[str, str]) -> bool:

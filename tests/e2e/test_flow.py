@@ -15,7 +15,7 @@ import requests
 
 from serve_app.config import APP_NAME
 from serve_app.local.dashboard import DashboardClient
-from tests.e2e.kube import (
+from tests.support.kube import (
     Kube,
     LoadLoop,
     Settings,
@@ -27,7 +27,7 @@ from tests.e2e.kube import (
     upgrade_args,
     wait_until,
 )
-from tests.e2e.release import (
+from tests.support.release import (
     Release,
     classify_examples,
     classify_examples_over_grpc,

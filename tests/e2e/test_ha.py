@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.kube import Kube, Settings, gcs_fault_tolerant, head_serves, wait_until
-from tests.e2e.release import Release, classify_examples, install_release, run_fault_injection
+from tests.support.kube import Kube, Settings, gcs_fault_tolerant, head_serves, wait_until
+from tests.support.release import Release, classify_examples, install_release, run_fault_injection
 
 pytestmark = pytest.mark.timeout(3600)
 

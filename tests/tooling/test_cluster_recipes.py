@@ -28,7 +28,7 @@ import yaml
 
 from serve_app.config import REPO_ROOT
 from tests.chart.conftest import NAMESPACE, objects_of, render_chart, scenario_values
-from tests.chart.kube_rules import restricted_violations
+from tests.support.kube_rules import restricted_violations
 from tools.kind_scheduling import kind_cluster, release_pods, schedule, unschedulable
 
 CLUSTER_DIR = REPO_ROOT / "cluster"

@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from serve_app.config import REPO_ROOT
-from tests.e2e.kube import (
+from tests.support.kube import (
     DIGITS_DIR,
     CommandError,
     FaultReport,

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from serve_app.config import REPO_ROOT
-from tests.e2e import kube
+from tests.support import kube
 from tests.e2e.conftest import e2e_requested
-from tests.e2e.kube import (
+from tests.support.kube import (
     CommandError,
     ImageRef,
     LoadLoop,
