@@ -10,6 +10,7 @@ import json
 import kubernetes_validate
 import pytest
 
+from tests.support.kube_rules import network_policy_allows, restricted_violations
 from tools.kind_scheduling import (
     WORKSTATION,
     Host,
@@ -22,7 +23,6 @@ from tools.kind_scheduling import (
 from tools.kuberay_model import build_pods, object_store_of, serve_service
 
 from .conftest import NAMESPACE, SCENARIOS, objects_of, rayservice_of, render_chart, scenario_values, serve_config_of
-from tests.support.kube_rules import network_policy_allows, restricted_violations
 
 #: The kind cluster each scenario is meant for: cpu-only on kind without GPUs, the rest on the GPU pool.
 KIND_OF_SCENARIO = {name: "cpu" if name == "cpu-only" else "gpu" for name in SCENARIOS}

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from serve_app.config import REPO_ROOT
-from tests.support import kube
 from tests.e2e.conftest import e2e_requested
+from tests.support import kube
 from tests.support.kube import (
     CommandError,
     ImageRef,
