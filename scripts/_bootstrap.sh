@@ -73,6 +73,12 @@ ensure_redis_server() {
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 }
 
+# ensure_graphviz: Debian's graphviz, whose dot renders docs/diagrams/*.dot (scripts/diagrams, and a
+# test that checks the committed SVGs are current).
+ensure_graphviz() {
+  command -v dot >/dev/null 2>&1 || apt_install graphviz
+}
+
 # ensure_namespace_tools: ip (iproute2) and unshare (util-linux), which the multi-node tests use.
 ensure_namespace_tools() {
   command -v ip >/dev/null 2>&1 || apt_install iproute2
