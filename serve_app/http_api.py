@@ -1,7 +1,21 @@
-"""The HTTP side of the Ingress: the FastAPI app, its body limit, its error bodies, its OpenAPI schema.
+"""The HTTP side of the Ingress: the FastAPI app, its routes, body limit, error bodies and OpenAPI schema.
 
-The Ingress deployment (:mod:`serve_app.ingress`) declares its routes on :data:`api`; this module
-holds what every route shares:
+HTTP (port 8000), the routes of :class:`HttpRoutes`:
+
+* ``POST /predict``        JSON batch -> labels, probabilities, model id
+* ``POST /``               the tutorial's request shape, same answer
+* ``POST /predict/image``  PNG/JPEG upload of one or more digits
+* ``POST /tasks``          the same bodies, answered 202 with a task id (asynchronous)
+* ``GET  /tasks/{id}``     the task's state, and its result once done
+* ``GET  /models``         the models in the store, with their cards
+* ``GET  /healthz``        liveness
+* ``GET  /v2/...``         the Open Inference Protocol (KServe V2): metadata, health, infer
+* ``GET  /docs``           OpenAPI docs
+
+The Ingress deployment (:mod:`serve_app.ingress`) subclasses :class:`HttpRoutes`; Serve's
+class-based ingress binds the routes declared on :data:`api` to it (inherited route methods
+count). The routes reach the serving graph only through :class:`RouteBackend`. What every route
+shares:
 
 * **One body limit for every body.** :class:`BodyLimit` counts the bytes of each request as the
   server hands them over and stops at ``max_body_bytes``: a ``Content-Length`` that claims more is
@@ -14,28 +28,67 @@ holds what every route shares:
   where JSON Schema can say it: 28 rows of 28 pixels, integers 0-255 or numbers in [0, 1], one
   image layout per batch, at most ``max_batch_images`` images, at least one upload.
 * **Request metrics** by route (:func:`record_request`), for HTTP and gRPC alike.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` in this module: FastAPI must see the route
+signatures' real types through Serve's class-based ingress.)
+"""
 
 import copy
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from fastapi import FastAPI, Request
+import numpy as np
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.errors import InvalidInputError, MalformedBodyError, PayloadTooLargeError, ServeAppError
+from serve_app import oip
+from serve_app.config import AppArgs
+from serve_app.errors import (
+    InvalidInputError,
+    MalformedBodyError,
+    PayloadTooLargeError,
+    ServeAppError,
+    UnsupportedMediaError,
+)
 from serve_app.grpc_api import SERVICE_NAME
+from serve_app.inputs import (
+    JSON_MEDIA_TYPES,
+    NPY_MEDIA_TYPE,
+    PixelScale,
+    decode_image_files,
+    decode_npy_body,
+    decode_payload,
+    media_type,
+    parse_json_body,
+)
 from serve_app.metrics import ingress_metrics
 from serve_app.oip import HEADER_LENGTH, OipError
-from serve_app.schemas import oip_infer_request_schema, predict_request_schema
+from serve_app.schemas import (
+    ERROR_RESPONSES,
+    OIP_ERROR_RESPONSES,
+    HealthResponse,
+    ModelsResponse,
+    OipInferResponse,
+    OipLive,
+    OipModelConfig,
+    OipModelMetadata,
+    OipReady,
+    OipServerMetadata,
+    PredictResponse,
+    TaskAccepted,
+    TaskStatus,
+    oip_infer_request_schema,
+    predict_request_schema,
+)
+
+if TYPE_CHECKING:
+    from serve_app.task_client import TaskClient  # imports Ray; the routes only call it
 
 #: Until the Ingress sets its own (app arg max_body_bytes), the limit of the Serve config's default.
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
@@ -352,3 +405,301 @@ def _openapi() -> dict[str, Any]:
 
 
 api.openapi = _openapi  # type: ignore[method-assign]
+
+
+# --- the routes -------------------------------------------------------------------------------------
+
+#: The Open Inference Protocol's routes in the OpenAPI docs.
+OIP_TAG = "Open Inference Protocol (KServe V2)"
+
+
+class RouteBackend(Protocol):
+    """What the routes need from the deployment that serves them (the Ingress): its graph and store."""
+
+    #: The application's arguments (default model, body and batch limits).
+    args: AppArgs
+
+    def _resolve_model(self, request: Request | None = None) -> str:
+        """The request's model id (header or handle option), else the default; 404 when unknown."""
+        ...
+
+    async def _classify(self, pixels: np.ndarray, model_id: str) -> dict[str, Any]:
+        """Validated (N, 1, 28, 28) pixels -> ``predicted_label``, ``probabilities``, ``model_id``."""
+        ...
+
+    def _task_client(self) -> "TaskClient":
+        """The asynchronous inference client; 503 when this deployment has none."""
+        ...
+
+    def _models_listing(self) -> dict[str, Any]:
+        """The store's models with their cards' facts, the default and the header that chooses one."""
+        ...
+
+    def _oip_model(self, model_name: str, model_version: str | None = None, request: Request | None = None) -> str:
+        """The store's model of that name (and the one version), else the protocol's 404."""
+        ...
+
+    def _ready(self) -> bool:
+        """Whether the default model is in the store."""
+        ...
+
+
+async def read_pixels(request: Request, pixel_scale: PixelScale, max_batch_images: int) -> np.ndarray:
+    """The body as validated pixels: a JSON batch, or a ``.npy`` array (``application/x-npy``).
+
+    A ``.npy`` array is read with the ``pixel_scale`` query parameter; a JSON body says its own.
+    """
+    content_type = media_type(request.headers.get("content-type"))
+    if content_type not in (*JSON_MEDIA_TYPES, NPY_MEDIA_TYPE):
+        raise UnsupportedMediaError(
+            f"content type {content_type!r} is not accepted here; send application/json or {NPY_MEDIA_TYPE}"
+        )
+    body = await request.body()  # at most max_body_bytes: BodyLimit stops a longer one
+    if content_type == NPY_MEDIA_TYPE:
+        return decode_npy_body(body, pixel_scale, max_batch_images)
+    return decode_payload(parse_json_body(body), max_batch_images)
+
+
+async def read_uploads(files: list[UploadFile], max_batch_images: int, max_body_bytes: int) -> list[tuple[str, bytes]]:
+    """The uploads' (file name, bytes), at most one past ``max_batch_images``; 413 past ``max_body_bytes`` in all."""
+    contents = []
+    total = 0
+    for upload in files[: max_batch_images + 1]:
+        content = await upload.read()
+        total += len(content)
+        if total > max_body_bytes:
+            raise PayloadTooLargeError(f"uploads exceed the limit of {max_body_bytes} bytes")
+        contents.append((upload.filename or "upload", content))
+    return contents
+
+
+class HttpRoutes(RouteBackend):
+    """The HTTP routes of the Ingress, declared on :data:`api`; the deployment subclasses this class.
+
+    Every route validates its input here, before any other deployment sees it; the deployment's
+    side of :class:`RouteBackend` classifies and knows the models.
+    """
+
+    @api.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        summary="Classify a JSON batch of digits",
+    )
+    async def predict_json(
+        self,
+        request: Request,
+        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
+    ) -> dict[str, Any]:
+        """Classify ``{"image": [...], "pixel_scale": "auto"}``, or the same batch as a ``.npy`` body."""
+        model_id = self._resolve_model(request)
+        return await self._classify(await read_pixels(request, pixel_scale, self.args.max_batch_images), model_id)
+
+    @api.post(
+        "/",
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        summary="Classify a JSON batch (the tutorial's endpoint)",
+    )
+    async def predict_root(
+        self,
+        request: Request,
+        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
+    ) -> dict[str, Any]:
+        """The tutorial posts ``{"image": ...}`` to ``/``; same contract as ``/predict``."""
+        return await self.predict_json(request, pixel_scale)
+
+    @api.post(
+        "/predict/image",
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        summary="Classify uploaded PNG/JPEG digits",
+    )
+    async def predict_image(
+        self,
+        request: Request,
+        files: list[UploadFile] = File(
+            description="one or more PNG or JPEG digits; larger images are resized to 28x28"
+        ),
+        # "true" or "false" only, exactly what the schema says (FastAPI's bool would also take 1, on, yes...).
+        invert: Literal["true", "false"] = Query(
+            "false", description="true: invert black-on-white drawings to MNIST's white-on-black"
+        ),
+    ) -> dict[str, Any]:
+        """Classify uploaded image files, one prediction per file in upload order."""
+        model_id = self._resolve_model(request)
+        contents = await read_uploads(files, self.args.max_batch_images, self.args.max_body_bytes)
+        pixels = decode_image_files(contents, self.args.max_batch_images, invert == "true")
+        return await self._classify(pixels, model_id)
+
+    @api.post(
+        "/tasks",
+        status_code=202,
+        response_model=TaskAccepted,
+        responses=ERROR_RESPONSES,
+        summary="Submit a JSON batch for asynchronous classification",
+    )
+    async def submit_task(
+        self,
+        request: Request,
+        response: Response,
+        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
+    ) -> dict[str, Any]:
+        """Validate now (422 for a bad body), enqueue, answer 202 with the task id at once."""
+        tasks = self._task_client()
+        model_id = self._resolve_model(request)
+        pixels = await read_pixels(request, pixel_scale, self.args.max_batch_images)
+        task_id = await tasks.submit(pixels, model_id)
+        response.headers["Location"] = f"/tasks/{task_id}"
+        return {"task_id": task_id, "state": "pending", "status_url": f"/tasks/{task_id}"}
+
+    @api.get("/tasks/{task_id}", response_model=TaskStatus, responses=ERROR_RESPONSES, summary="A task's state")
+    async def task_status(self, task_id: str) -> dict[str, Any]:
+        """pending, started, retrying, succeeded (with the result) or failed (with the error)."""
+        return await self._task_client().status(task_id)
+
+    @api.get("/models", response_model=ModelsResponse, summary="The models clients can choose")
+    async def models(self) -> dict[str, Any]:
+        """Every model in the store, with the facts from its card; choose one with the model-id header."""
+        return self._models_listing()
+
+    @api.get("/healthz", response_model=HealthResponse, summary="Liveness")
+    async def healthz(self) -> dict[str, Any]:
+        """The ingress is up and knows its graph."""
+        return {
+            "status": "ok",
+            "model_id": self.args.model_id,
+            "max_batch_images": self.args.max_batch_images,
+            "deployments": ["Ingress", "Preprocessor", "Classifier"],
+        }
+
+    # --- The Open Inference Protocol (KServe V2): serve_app/oip.py is the codec ----------------------
+
+    @api.get("/v2", response_model=OipServerMetadata, tags=[OIP_TAG], summary="Server metadata and extensions")
+    async def oip_server_metadata(self) -> dict[str, Any]:
+        """Name, version, and the protocol extensions served."""
+        return oip.server_metadata()
+
+    @api.get("/v2/health/live", response_model=OipLive, tags=[OIP_TAG], summary="Server liveness")
+    async def oip_live(self) -> dict[str, Any]:
+        """The Ingress answers."""
+        return {"live": True}
+
+    @api.get("/v2/health/ready", response_model=OipReady, tags=[OIP_TAG], summary="Server readiness")
+    async def oip_ready(self) -> dict[str, Any]:
+        """Ready when the default model is in the store."""
+        return {"ready": self._ready()}
+
+    @api.get(
+        "/v2/models/{model_name}",
+        response_model=OipModelMetadata,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model metadata",
+    )
+    async def oip_model_metadata(self, model_name: str) -> dict[str, Any]:
+        """The model's input and output tensors; -1 is the batch dimension."""
+        return oip.model_metadata(self._oip_model(model_name))
+
+    @api.get(
+        "/v2/models/{model_name}/versions/{model_version}",
+        response_model=OipModelMetadata,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model metadata (one version)",
+    )
+    async def oip_model_version_metadata(self, model_name: str, model_version: str) -> dict[str, Any]:
+        """As ``/v2/models/{model_name}``; the one version is ``1``."""
+        return oip.model_metadata(self._oip_model(model_name, model_version))
+
+    @api.get(
+        "/v2/models/{model_name}/ready",
+        response_model=OipReady,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model readiness",
+    )
+    async def oip_model_ready(self, model_name: str) -> dict[str, Any]:
+        """Every model of the store is ready: a Classifier replica loads it on first use."""
+        self._oip_model(model_name)
+        return {"ready": True}
+
+    @api.get(
+        "/v2/models/{model_name}/versions/{model_version}/ready",
+        response_model=OipReady,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model readiness (one version)",
+    )
+    async def oip_model_version_ready(self, model_name: str, model_version: str) -> dict[str, Any]:
+        """As ``/v2/models/{model_name}/ready``; the one version is ``1``."""
+        self._oip_model(model_name, model_version)
+        return {"ready": True}
+
+    @api.get(
+        "/v2/models/{model_name}/config",
+        response_model=OipModelConfig,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model configuration (Triton's extension)",
+    )
+    async def oip_model_config(self, model_name: str) -> dict[str, Any]:
+        """``max_batch_size`` is the service's batch limit; the tensors as in the metadata."""
+        return oip.model_config(self._oip_model(model_name), self.args.max_batch_images)
+
+    @api.get(
+        "/v2/models/{model_name}/versions/{model_version}/config",
+        response_model=OipModelConfig,
+        responses=OIP_ERROR_RESPONSES,
+        tags=[OIP_TAG],
+        summary="Model configuration (one version)",
+    )
+    async def oip_model_version_config(self, model_name: str, model_version: str) -> dict[str, Any]:
+        """As ``/v2/models/{model_name}/config``; the one version is ``1``."""
+        return oip.model_config(self._oip_model(model_name, model_version), self.args.max_batch_images)
+
+    @api.post(
+        "/v2/models/{model_name}/infer",
+        response_model=OipInferResponse,
+        responses=OIP_ERROR_RESPONSES,
+        openapi_extra=OIP_INFER_REQUEST_DOC,
+        tags=[OIP_TAG],
+        summary="Inference",
+    )
+    async def oip_infer(self, request: Request, model_name: str) -> Response:
+        """Classify a tensor of digits; JSON, or JSON and raw tensors (the binary tensor data extension)."""
+        return await self._oip_infer(request, self._oip_model(model_name, None, request))
+
+    @api.post(
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        response_model=OipInferResponse,
+        responses=OIP_ERROR_RESPONSES,
+        openapi_extra=OIP_INFER_REQUEST_DOC,
+        tags=[OIP_TAG],
+        summary="Inference (one version)",
+    )
+    async def oip_version_infer(self, request: Request, model_name: str, model_version: str) -> Response:
+        """As ``/v2/models/{model_name}/infer``; the one version is ``1``."""
+        return await self._oip_infer(request, self._oip_model(model_name, model_version, request))
+
+    async def _oip_infer(self, request: Request, model_id: str) -> Response:
+        """One OIP inference over HTTP: the body decoded, classified, answered in the request's encoding."""
+        header_length = request.headers.get(oip.HEADER_LENGTH)
+        content_type = media_type(request.headers.get("content-type"))
+        if header_length is None and content_type not in JSON_MEDIA_TYPES:
+            raise oip.OipError(
+                f"content type {content_type!r} needs the {oip.HEADER_LENGTH} header (binary tensor data), "
+                "or send JSON",
+                415,
+            )
+        parsed = oip.parse_http_request(await request.body(), header_length, self.args.max_batch_images)
+        try:
+            answer = await self._classify(parsed.pixels, model_id)
+        except ServeAppError as error:  # busy or unavailable: the protocol's error body, Retry-After kept
+            raise oip.OipError.from_service_error(error) from error
+        body, json_length = oip.encode_http_response(
+            model_id, parsed, answer["probabilities"], answer["predicted_label"]
+        )
+        if json_length is None:
+            return Response(body, media_type="application/json")
+        return Response(body, media_type="application/octet-stream", headers={oip.HEADER_LENGTH: str(json_length)})

@@ -1,18 +1,12 @@
-"""Ingress deployment: the FastAPI HTTP API and the DeploymentHandle API.
+"""Ingress deployment: the serving graph behind the HTTP routes, the gRPC API and the DeploymentHandle API.
 
-HTTP (port 8000):
-
-* ``POST /predict``        JSON batch -> labels, probabilities, model id
-* ``POST /``               the tutorial's request shape, same answer
-* ``POST /predict/image``  PNG/JPEG upload of one or more digits
-* ``POST /tasks``          the same bodies, answered 202 with a task id (asynchronous)
-* ``GET  /tasks/{id}``     the task's state, and its result once done
-* ``GET  /models``         the models in the store, with their cards
-* ``GET  /healthz``        liveness
-* ``GET  /docs``           OpenAPI docs
+HTTP (port 8000): the routes of :class:`serve_app.http_api.HttpRoutes`, which this deployment
+subclasses (``/predict``, ``/``, ``/predict/image``, ``/tasks``, ``/models``, ``/healthz``, the
+Open Inference Protocol under ``/v2``, ``/docs``).
 
 gRPC (``serve_app/proto/mnist.proto``, port 9000): ``mnist_serve.v1.Mnist/Predict`` and
-``/ListModels``, the same contract as ``/predict`` and ``/models``.
+``/ListModels``, the same contract as ``/predict`` and ``/models``; and
+``inference.GRPCInferenceService`` (``serve_app/proto/inference.proto``), as the ``/v2`` routes.
 
 Handle: ``handle.predict.remote({"image": ndarray})`` returns the same dict.
 
@@ -21,11 +15,8 @@ A request chooses its model with the ``serve_multiplexed_model_id`` header (HTTP
 without one it gets the default model, and an unknown id is a 404 (NOT_FOUND) that lists the
 known ones.
 
-Every input is validated here, before any other deployment sees it, and every
+Every input is validated in the Ingress, before any other deployment sees it, and every
 failure is mapped to a status by :mod:`serve_app.errors`.
-
-(No ``from __future__ import annotations`` in this module: FastAPI must see the
-route signatures' real types through Serve's class-based ingress.)
 """
 
 import asyncio
@@ -33,11 +24,10 @@ import contextvars
 import logging
 import time
 from http import HTTPStatus
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import File, Query, Request, UploadFile
-from fastapi.responses import Response
+from fastapi import Request
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
@@ -47,51 +37,21 @@ from ray.serve.handle import DeploymentHandle
 from serve_app import oip
 from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
 from serve_app.config import AppArgs, BatchingConfig
-from serve_app.errors import (
-    PayloadTooLargeError,
-    ServeAppError,
-    ServiceBusyError,
-    ServiceUnavailableError,
-    UnsupportedMediaError,
-)
+from serve_app.errors import PayloadTooLargeError, ServeAppError, ServiceBusyError, ServiceUnavailableError
 from serve_app.grpc_api import models_response, predict_response, request_pixels
 from serve_app.http_api import (
     GRPC_LIST_MODELS_ROUTE,
     GRPC_OIP_INFER_ROUTE,
     GRPC_OIP_OTHER_ROUTE,
     GRPC_PREDICT_ROUTE,
-    OIP_INFER_REQUEST_DOC,
+    HttpRoutes,
     api,
     configure,
     record_request,
 )
-from serve_app.inputs import (
-    JSON_MEDIA_TYPES,
-    NPY_MEDIA_TYPE,
-    PixelScale,
-    decode_image_files,
-    decode_npy_body,
-    decode_payload,
-    media_type,
-    parse_json_body,
-)
+from serve_app.inputs import decode_payload
 from serve_app.metrics import ingress_metrics
 from serve_app.proto import inference_pb2, mnist_pb2
-from serve_app.schemas import (
-    ERROR_RESPONSES,
-    OIP_ERROR_RESPONSES,
-    HealthResponse,
-    ModelsResponse,
-    OipInferResponse,
-    OipLive,
-    OipModelConfig,
-    OipModelMetadata,
-    OipReady,
-    OipServerMetadata,
-    PredictResponse,
-    TaskAccepted,
-    TaskStatus,
-)
 from serve_app.store import ModelStore
 from serve_app.task_client import TaskClient
 
@@ -105,8 +65,6 @@ OipMessage = TypeVar(
     inference_pb2.ModelConfigResponse,
     inference_pb2.ModelReadyResponse,
 )
-#: The Open Inference Protocol's routes in the OpenAPI docs.
-OIP_TAG = "Open Inference Protocol (KServe V2)"
 
 
 def map_downstream_error(exc: Exception) -> ServeAppError:
@@ -152,8 +110,8 @@ INGRESS_CONCURRENT_BATCHES = 8
 # Invariant: max_ongoing_requests >= max_batch_size, or a batch can never fill.
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, user_config=INGRESS_BATCHING.model_dump())
 @serve.ingress(api)
-class Ingress:
-    """Validates requests and drives Preprocessor -> Classifier."""
+class Ingress(HttpRoutes):
+    """Drives Preprocessor -> Classifier for the HTTP routes (inherited), gRPC and handles."""
 
     def __init__(
         self,
@@ -267,118 +225,14 @@ class Ingress:
         except Exception as exc:
             raise map_downstream_error(exc) from exc
 
-    async def _read_pixels(self, request: Request, pixel_scale: PixelScale = "auto") -> np.ndarray:
-        """The body as validated pixels: a JSON batch, or a ``.npy`` array (``application/x-npy``).
-
-        A ``.npy`` array is read with the ``pixel_scale`` query parameter; a JSON body says its own.
-        """
-        content_type = media_type(request.headers.get("content-type"))
-        if content_type not in (*JSON_MEDIA_TYPES, NPY_MEDIA_TYPE):
-            raise UnsupportedMediaError(
-                f"content type {content_type!r} is not accepted here; send application/json or {NPY_MEDIA_TYPE}"
-            )
-        body = await request.body()  # at most max_body_bytes: http_api.BodyLimit stops a longer one
-        if content_type == NPY_MEDIA_TYPE:
-            return decode_npy_body(body, pixel_scale, self.args.max_batch_images)
-        return decode_payload(parse_json_body(body), self.args.max_batch_images)
-
-    @api.post(
-        "/predict",
-        response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
-        summary="Classify a JSON batch of digits",
-    )
-    async def predict_json(
-        self,
-        request: Request,
-        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
-    ) -> dict[str, Any]:
-        """Classify ``{"image": [...], "pixel_scale": "auto"}``, or the same batch as a ``.npy`` body."""
-        model_id = self._resolve_model(request)
-        return await self._classify(await self._read_pixels(request, pixel_scale), model_id)
-
-    @api.post(
-        "/",
-        response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
-        summary="Classify a JSON batch (the tutorial's endpoint)",
-    )
-    async def predict_root(
-        self,
-        request: Request,
-        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
-    ) -> dict[str, Any]:
-        """The tutorial posts ``{"image": ...}`` to ``/``; same contract as ``/predict``."""
-        return await self.predict_json(request, pixel_scale)
-
-    @api.post(
-        "/predict/image",
-        response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
-        summary="Classify uploaded PNG/JPEG digits",
-    )
-    async def predict_image(
-        self,
-        request: Request,
-        files: list[UploadFile] = File(
-            description="one or more PNG or JPEG digits; larger images are resized to 28x28"
-        ),
-        # "true" or "false" only, exactly what the schema says (FastAPI's bool would also take 1, on, yes...).
-        invert: Literal["true", "false"] = Query(
-            "false", description="true: invert black-on-white drawings to MNIST's white-on-black"
-        ),
-    ) -> dict[str, Any]:
-        """Classify uploaded image files, one prediction per file in upload order."""
-        model_id = self._resolve_model(request)
-        contents = []
-        total = 0
-        for upload in files[: self.args.max_batch_images + 1]:
-            content = await upload.read()
-            total += len(content)
-            if total > self.args.max_body_bytes:
-                raise PayloadTooLargeError(f"uploads exceed the limit of {self.args.max_body_bytes} bytes")
-            contents.append((upload.filename or "upload", content))
-        pixels = decode_image_files(contents, self.args.max_batch_images, invert == "true")
-        return await self._classify(pixels, model_id)
-
     def _task_client(self) -> TaskClient:
+        """The asynchronous inference client; 503 when this deployment has none."""
         if self.tasks is None:
             raise ServiceUnavailableError(
                 "asynchronous inference is not enabled in this deployment (app arg tasks.enabled; "
                 "the Helm chart's asyncInference.enabled)"
             )
         return self.tasks
-
-    @api.post(
-        "/tasks",
-        status_code=202,
-        response_model=TaskAccepted,
-        responses=ERROR_RESPONSES,
-        summary="Submit a JSON batch for asynchronous classification",
-    )
-    async def submit_task(
-        self,
-        request: Request,
-        response: Response,
-        pixel_scale: PixelScale = Query("auto", description="for .npy bodies: how to read the pixels"),
-    ) -> dict[str, Any]:
-        """Validate now (422 for a bad body), enqueue, answer 202 with the task id at once."""
-        tasks = self._task_client()
-        model_id = self._resolve_model(request)
-        pixels = await self._read_pixels(request, pixel_scale)
-        task_id = await tasks.submit(pixels, model_id)
-        response.headers["Location"] = f"/tasks/{task_id}"
-        return {"task_id": task_id, "state": "pending", "status_url": f"/tasks/{task_id}"}
-
-    @api.get("/tasks/{task_id}", response_model=TaskStatus, responses=ERROR_RESPONSES, summary="A task's state")
-    async def task_status(self, task_id: str) -> dict[str, Any]:
-        """pending, started, retrying, succeeded (with the result) or failed (with the error)."""
-        return await self._task_client().status(task_id)
-
-    @api.get("/models", response_model=ModelsResponse, summary="The models clients can choose")
-    async def models(self) -> dict[str, Any]:
-        """Every model in the store, with the facts from its card; choose one with the model-id header."""
-        return self._models_listing()
 
     def _models_listing(self) -> dict[str, Any]:
         """The store's models with their cards' facts, the default and the header that chooses one."""
@@ -396,18 +250,6 @@ class Ingress:
             )
         return {"default_model_id": self.args.model_id, "header": MODEL_HEADER, "models": models}
 
-    @api.get("/healthz", response_model=HealthResponse, summary="Liveness")
-    async def healthz(self) -> dict[str, Any]:
-        """The ingress is up and knows its graph."""
-        return {
-            "status": "ok",
-            "model_id": self.args.model_id,
-            "max_batch_images": self.args.max_batch_images,
-            "deployments": ["Ingress", "Preprocessor", "Classifier"],
-        }
-
-    # --- The Open Inference Protocol (KServe V2): serve_app/oip.py is the codec ----------------------
-
     def _oip_model(self, model_name: str, model_version: str | None = None, request: Request | None = None) -> str:
         """The store's model of that name (and the one version), else the protocol's 404."""
         oip.check_version(model_version)
@@ -419,133 +261,9 @@ class Ingress:
             request.state.model_id = model_id
         return model_id
 
-    @api.get("/v2", response_model=OipServerMetadata, tags=[OIP_TAG], summary="Server metadata and extensions")
-    async def oip_server_metadata(self) -> dict[str, Any]:
-        """Name, version, and the protocol extensions served."""
-        return oip.server_metadata()
-
-    @api.get("/v2/health/live", response_model=OipLive, tags=[OIP_TAG], summary="Server liveness")
-    async def oip_live(self) -> dict[str, Any]:
-        """The Ingress answers."""
-        return {"live": True}
-
-    @api.get("/v2/health/ready", response_model=OipReady, tags=[OIP_TAG], summary="Server readiness")
-    async def oip_ready(self) -> dict[str, Any]:
-        """Ready when the default model is in the store."""
-        return {"ready": self.args.model_id in self.store.list_ids()}
-
-    @api.get(
-        "/v2/models/{model_name}",
-        response_model=OipModelMetadata,
-        responses=OIP_ERROR_RESPONSES,
-        tags=[OIP_TAG],
-        summary="Model metadata",
-    )
-    async def oip_model_metadata(self, model_name: str) -> dict[str, Any]:
-        """The model's input and output tensors; -1 is the batch dimension."""
-        return oip.model_metadata(self._oip_model(model_name))
-
-    @api.get(
-        "/v2/models/{model_name}/versions/{model_version}",
-        response_model=OipModelMetadata,
-        responses=OIP_ERROR_RESPONSES,
-        tags=[OIP_TAG],
-        summary="Model metadata (one version)",
-    )
-    async def oip_model_version_metadata(self, model_name: str, model_version: str) -> dict[str, Any]:
-        """As ``/v2/models/{model_name}``; the one version is ``1``."""
-        return oip.model_metadata(self._oip_model(model_name, model_version))
-
-    @api.get(
-        "/v2/models/{model_name}/ready",
-        response_model=OipReady,
-        responses=OIP_ERROR_RESPONSES,
-        tags=[OIP_TAG],
-        summary="Model readiness",
-    )
-    async def oip_model_ready(self, model_name: str) -> dict[str, Any]:
-        """Every model of the store is ready: a Classifier replica loads it on first use."""
-        self._oip_model(model_name)
-        return {"ready": True}
-
-    @api.get(
-        "/v2/models/{model_name}/versions/{model_version}/ready",
-        response_model=OipReady,
-        responses=OIP_ERROR_RESPONSES,
-        tags=[OIP_TAG],
-        summary="Model readiness (one version)",
-    )
-    async def oip_model_version_ready(self, model_name: str, model_version: str) -> dict[str, Any]:
-        """As ``/v2/models/{model_name}/ready``; the one version is ``1``."""
-        self._oip_model(model_name, model_version)
-        return {"ready": True}
-
-    @api.get(
-        "/v2/models/{model_name}/config",
-        response_model=OipModelConfig,
-        responses=OIP_ERROR_RESPONSES,
-        tags=[OIP_TAG],
-        summary="Model configuration (Triton's extension)",
-    )
-    async def oip_model_config(self, model_name: str) -> dict[str, Any]:
-        """``max_batch_size`` is the service's batch limit; the tensors as in the metadata."""
-        return oip.model_config(self._oip_model(model_name), self.args.max_batch_images)
-
-    @api.get(
-        "/v2/models/{model_name}/versions/{model_version}/config",
-        response_model=OipModelConfig,
-        responses=OIP_ERROR_RESPONSES,
-        tags=[OIP_TAG],
-        summary="Model configuration (one version)",
-    )
-    async def oip_model_version_config(self, model_name: str, model_version: str) -> dict[str, Any]:
-        """As ``/v2/models/{model_name}/config``; the one version is ``1``."""
-        return oip.model_config(self._oip_model(model_name, model_version), self.args.max_batch_images)
-
-    @api.post(
-        "/v2/models/{model_name}/infer",
-        response_model=OipInferResponse,
-        responses=OIP_ERROR_RESPONSES,
-        openapi_extra=OIP_INFER_REQUEST_DOC,
-        tags=[OIP_TAG],
-        summary="Inference",
-    )
-    async def oip_infer(self, request: Request, model_name: str) -> Response:
-        """Classify a tensor of digits; JSON, or JSON and raw tensors (the binary tensor data extension)."""
-        return await self._oip_infer(request, self._oip_model(model_name, None, request))
-
-    @api.post(
-        "/v2/models/{model_name}/versions/{model_version}/infer",
-        response_model=OipInferResponse,
-        responses=OIP_ERROR_RESPONSES,
-        openapi_extra=OIP_INFER_REQUEST_DOC,
-        tags=[OIP_TAG],
-        summary="Inference (one version)",
-    )
-    async def oip_version_infer(self, request: Request, model_name: str, model_version: str) -> Response:
-        """As ``/v2/models/{model_name}/infer``; the one version is ``1``."""
-        return await self._oip_infer(request, self._oip_model(model_name, model_version, request))
-
-    async def _oip_infer(self, request: Request, model_id: str) -> Response:
-        header_length = request.headers.get(oip.HEADER_LENGTH)
-        content_type = media_type(request.headers.get("content-type"))
-        if header_length is None and content_type not in JSON_MEDIA_TYPES:
-            raise oip.OipError(
-                f"content type {content_type!r} needs the {oip.HEADER_LENGTH} header (binary tensor data), "
-                "or send JSON",
-                415,
-            )
-        parsed = oip.parse_http_request(await request.body(), header_length, self.args.max_batch_images)
-        try:
-            answer = await self._classify(parsed.pixels, model_id)
-        except ServeAppError as error:  # busy or unavailable: the protocol's error body, Retry-After kept
-            raise oip.OipError.from_service_error(error) from error
-        body, json_length = oip.encode_http_response(
-            model_id, parsed, answer["probabilities"], answer["predicted_label"]
-        )
-        if json_length is None:
-            return Response(body, media_type="application/json")
-        return Response(body, media_type="application/octet-stream", headers={oip.HEADER_LENGTH: str(json_length)})
+    def _ready(self) -> bool:
+        """Whether the default model is in the store (OIP server readiness, HTTP and gRPC)."""
+        return self.args.model_id in self.store.list_ids()
 
     # gRPC: inference.GRPCInferenceService (serve_app/proto/inference.proto), the same contract.
 
@@ -559,7 +277,7 @@ class Ingress:
         self, request: inference_pb2.ServerReadyRequest, grpc_context: RayServegRPCContext
     ) -> inference_pb2.ServerReadyResponse:
         """The RPC ``ServerReady``: as ``GET /v2/health/ready``."""
-        return inference_pb2.ServerReadyResponse(ready=self.args.model_id in self.store.list_ids())
+        return inference_pb2.ServerReadyResponse(ready=self._ready())
 
     async def ServerMetadata(  # noqa: N802 (the RPC's name)
         self, request: inference_pb2.ServerMetadataRequest, grpc_context: RayServegRPCContext

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from serve_app.errors import InvalidInputError
 from serve_app.http_api import api, harden, openapi_schema
-from serve_app.ingress import Ingress  # noqa: F401  (declares the routes on api)
+from serve_app.ingress import Ingress  # noqa: F401  (binds the routes on api to the deployment)
 from serve_app.schemas import predict_request_schema
 
 LIMIT = 1000
