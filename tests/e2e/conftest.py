@@ -51,7 +51,7 @@ def kube(pytestconfig: pytest.Config, settings: Settings) -> Kube:
     if not found.has_crd("rayservices.ray.io"):
         pytest.fail(
             f"{description} has no RayService CRD: install the KubeRay operator first "
-            "(bash scripts/kind-up does it, or the helm install of the README)"
+            "(bash scripts/kind-up does it, or the helm install of docs/kubernetes.md)"
         )
     print(f"\ne2e against {description}", file=sys.stderr)
     return found

@@ -260,8 +260,8 @@ def test_scripts_take_versions_only_from_versions_env():
 
 
 def test_the_readme_prerequisites_table_shows_the_pinned_versions():
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Run it on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    readme = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    section = readme.split("## 0. Prerequisites", 1)[1].split("\n## ", 1)[0]
     for key in ("KIND_VERSION", "KUBECTL_VERSION", "HELM_VERSION", "SKAFFOLD_VERSION", "KUBERAY_VERSION"):
         assert VERSIONS[key].lstrip("v") in section, f"the README's prerequisites do not show {key}"
 
