@@ -4,16 +4,27 @@
 several images and name its own model. The batch is cut per model (a model never sees
 another model's images), each model's images are concatenated into one call, and the
 answers are split back per request.
+
+A merged call runs in one request's context (its id, its trace); when that request is
+cancelled, the call is cancelled with it and :func:`call_in_first_live_context` makes it again in the
+context of the next request of the group.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import itertools
 from collections import defaultdict
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from serve_app.errors import ServiceUnavailableError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,3 +69,34 @@ def split_answer(answer: dict, sizes: list[int]) -> list[dict]:
         }
         for start, end in itertools.pairwise(bounds)
     ]
+
+
+async def call_in_first_live_context(
+    contexts: Sequence[contextvars.Context | None],
+    call: Callable[[], Coroutine[Any, Any, T]],
+    cancellations: tuple[type[BaseException], ...] = (asyncio.CancelledError,),
+    on_cancelled: Callable[[int], None] | None = None,
+) -> T:
+    """``call()``'s result, made in the first of ``contexts`` whose request is not cancelled.
+
+    The call runs as a task in ``contexts[0]`` (``None``: in the current context, directly). A
+    cancellation of that call (any of ``cancellations``: the caller's cancellation reaches the
+    calls made in its context) while the current task itself is not being cancelled means its
+    request was cancelled: ``on_cancelled(attempt)`` is told (attempt counts from 0) and
+    ``call()`` is made again in the next context. A cancellation of the current task (shutdown)
+    propagates at once, and so does any other exception. When every context's call was
+    cancelled: :class:`~serve_app.errors.ServiceUnavailableError`.
+    """
+    for attempt, context in enumerate(contexts):
+        coroutine = call()
+        try:
+            if context is None:
+                return await coroutine
+            return await asyncio.create_task(coroutine, context=context)
+        except cancellations:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            if on_cancelled is not None:
+                on_cancelled(attempt)
+    raise ServiceUnavailableError("every request of this merged call was cancelled")

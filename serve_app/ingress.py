@@ -35,7 +35,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import oip
-from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
+from serve_app.batching import ModelRequest, call_in_first_live_context, group_by_model, merge, split_answer
 from serve_app.config import AppArgs, BatchingConfig
 from serve_app.errors import PayloadTooLargeError, ServeAppError, ServiceBusyError, ServiceUnavailableError
 from serve_app.grpc_api import models_response, predict_response, request_pixels
@@ -192,23 +192,23 @@ class Ingress(HttpRoutes):
         when the request is cancelled (its client went away): the other requests of the group
         must not pay for that (a CancelledError out of a batch leaves Serve's batch futures
         unresolved, i.e. their clients hang), so the call is made again in the next request's
-        context. Only a cancellation of the batch task itself (shutdown) propagates.
+        context. Only a cancellation of the batch task itself (shutdown) propagates
+        (:func:`serve_app.batching.call_in_first_live_context`).
         """
-        for attempt, index in enumerate(indices):
-            context = requests[index].context
-            call = self._call_graph(images, model_id)
-            try:
-                return await (asyncio.create_task(call, context=context) if context is not None else call)
-            except (asyncio.CancelledError, RequestCancelledError):
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
-                logger.info(
-                    "merged call for %d requests cancelled with request %d (its client left); retrying",
-                    len(indices),
-                    attempt + 1,
-                )
-        raise ServiceUnavailableError("every request of this merged call was cancelled")
+
+        def log_retry(attempt: int) -> None:
+            logger.info(
+                "merged call for %d requests cancelled with request %d (its client left); retrying",
+                len(indices),
+                attempt + 1,
+            )
+
+        return await call_in_first_live_context(
+            [requests[index].context for index in indices],
+            lambda: self._call_graph(images, model_id),
+            cancellations=(asyncio.CancelledError, RequestCancelledError),
+            on_cancelled=log_retry,
+        )
 
     async def _call_graph(self, pixels: np.ndarray, model_id: str) -> dict[str, Any]:
         """Pixels -> Preprocessor -> Classifier (one call each), failures mapped to statuses.
