@@ -173,10 +173,10 @@ class Classifier:
 
     def record_routing_stats(self) -> dict[str, Any]:
         """For the LatencyAwareRouter: p90 of this replica's whole predict() calls, and its load."""
-        return {"latency_ms_p90": self.request_latency.p90(), "ongoing": self.ongoing, "reported_at": time.time()}
+        return self.request_latency.routing_stats(self.ongoing, time.time())
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """For the LatencySLAPolicy: ``latency_ms_p90`` of recent model calls, in ms."""
+        """For the LatencySLAPolicy: the p90 of recent model calls (``LATENCY_METRIC``), in ms."""
         return self.model_latency.autoscaling_stats()
 
     def batching_config(self) -> dict[str, Any]:

@@ -7,6 +7,10 @@ The Classifier keeps one :class:`RollingLatency`, feeds it every model-call late
 seconds (10 s x 0.2 = 2 s by default), keeps the values of the last ``look_back_period_s``
 and hands them to the policy as ``ctx.aggregated_metrics[LATENCY_METRIC][replica_id]``
 (see :mod:`serve_app.policies`).
+
+The same p90 is the latency of the routing stats a Classifier replica returns from its
+``record_routing_stats()`` (:meth:`RollingLatency.routing_stats`), which
+:class:`serve_app.router.LatencyAwareRouter` reads. Their keys are defined here, once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from collections.abc import Callable
 
 LATENCY_METRIC = "latency_ms_p90"
 """The custom autoscaling metric's name: the replica's p90 model-call latency in milliseconds."""
+
+#: Keys of the routing stats (:meth:`RollingLatency.routing_stats`): the p90 latency in ms
+#: (``None`` when the window is empty; the same key as the autoscaling metric), the requests
+#: executing on the replica, and when it reported (``time.time()`` on the replica).
+LATENCY_KEY = LATENCY_METRIC
+ONGOING_KEY = "ongoing"
+REPORTED_AT_KEY = "reported_at"
 
 
 class RollingLatency:
@@ -91,3 +102,10 @@ class RollingLatency:
         """
         p90 = self.p90()
         return {metric: 0.0 if p90 is None else float(p90)}
+
+    def routing_stats(self, ongoing: int, reported_at: float) -> dict[str, float | int | None]:
+        """What ``record_routing_stats()`` returns: the window's p90 (``None`` when empty), the load, the time.
+
+        ``ongoing``: the requests executing on the replica; ``reported_at``: ``time.time()`` now.
+        """
+        return {LATENCY_KEY: self.p90(), ONGOING_KEY: ongoing, REPORTED_AT_KEY: reported_at}

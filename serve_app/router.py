@@ -10,7 +10,9 @@ Enable it per deployment in the Serve config::
 
 **What the replicas report.** Every ``request_routing_stats_period_s`` Serve's controller calls
 the deployment's ``record_routing_stats()`` and hands the dict to every router as
-``RunningReplica.routing_stats``. This router reads these keys (others are ignored):
+``RunningReplica.routing_stats`` (the Classifier's come from
+:meth:`serve_app.latency.RollingLatency.routing_stats`, which defines the keys). This router
+reads these keys (others are ignored):
 
 ``latency_ms_p90`` (float or ``None``)
     90th percentile of the replica's request latency in milliseconds over a recent time window
@@ -75,12 +77,9 @@ from ray.serve.request_router import (
     RunningReplica,
 )
 
-logger = logging.getLogger("ray.serve")
+from serve_app.latency import LATENCY_KEY, ONGOING_KEY, REPORTED_AT_KEY
 
-#: Keys of the dict the replicas return from ``record_routing_stats()``.
-LATENCY_KEY = "latency_ms_p90"
-ONGOING_KEY = "ongoing"
-REPORTED_AT_KEY = "reported_at"
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from serve_app.latency import LATENCY_METRIC, RollingLatency
+from serve_app.latency import LATENCY_KEY, LATENCY_METRIC, ONGOING_KEY, REPORTED_AT_KEY, RollingLatency
 
 
 class Clock:
@@ -102,3 +102,10 @@ def test_autoscaling_stats_report_p90_and_zero_when_idle():
     assert latency.autoscaling_stats() == {LATENCY_METRIC: 42.0}
     clock.now = 20.0
     assert latency.autoscaling_stats() == {LATENCY_METRIC: 0.0}
+
+
+def test_routing_stats_report_p90_or_none_the_load_and_the_time():
+    latency, _ = _rolling(window_s=10)
+    assert latency.routing_stats(0, 100.0) == {LATENCY_KEY: None, ONGOING_KEY: 0, REPORTED_AT_KEY: 100.0}
+    latency.observe(42)
+    assert latency.routing_stats(3, 101.0) == {LATENCY_KEY: 42.0, ONGOING_KEY: 3, REPORTED_AT_KEY: 101.0}

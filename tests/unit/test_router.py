@@ -32,6 +32,7 @@ from bench.router import (
 )
 from bench.wrk import WrkResult
 from serve_app.config import APP_NAME
+from serve_app.latency import LATENCY_KEY, ONGOING_KEY, REPORTED_AT_KEY, RollingLatency
 from serve_app.local.serve_config import load_serve_config
 from serve_app.router import (
     Candidate,
@@ -174,10 +175,17 @@ def test_every_candidate_appears_exactly_once():
 
 
 def test_candidate_from_stats_reads_the_documented_keys():
-    stats = {"latency_ms_p90": 12.5, "ongoing": 3, "reported_at": 990.0, "other": "ignored"}
+    stats = {LATENCY_KEY: 12.5, ONGOING_KEY: 3, REPORTED_AT_KEY: 990.0, "other": "ignored"}
     assert candidate_from_stats("r", stats, now=1000.0, capacity=32, affinity=1) == Candidate(
         key="r", latency_ms_p90=12.5, ongoing=3, capacity=32, age_s=10.0, affinity=1
     )
+
+
+def test_the_router_reads_what_a_replica_reports():
+    latency = RollingLatency(window_s=10, clock=lambda: 0.0)
+    latency.observe(20.0)
+    candidate = candidate_from_stats("r", latency.routing_stats(2, 995.0), now=1000.0)
+    assert (candidate.latency_ms_p90, candidate.ongoing, candidate.age_s) == (20.0, 2, 5.0)
 
 
 @pytest.mark.parametrize(
@@ -185,11 +193,11 @@ def test_candidate_from_stats_reads_the_documented_keys():
     [
         None,
         {},
-        {"latency_ms_p90": None},
-        {"latency_ms_p90": "12"},
-        {"latency_ms_p90": math.nan},
-        {"latency_ms_p90": -1.0},
-        {"latency_ms_p90": True},
+        {LATENCY_KEY: None},
+        {LATENCY_KEY: "12"},
+        {LATENCY_KEY: math.nan},
+        {LATENCY_KEY: -1.0},
+        {LATENCY_KEY: True},
     ],
 )
 def test_missing_or_malformed_latency_is_unknown(stats):
@@ -199,10 +207,10 @@ def test_missing_or_malformed_latency_is_unknown(stats):
 
 
 def test_malformed_ongoing_and_reported_at_are_ignored():
-    candidate = candidate_from_stats("r", {"latency_ms_p90": 5, "ongoing": -2, "reported_at": "x"}, now=0.0)
+    candidate = candidate_from_stats("r", {LATENCY_KEY: 5, ONGOING_KEY: -2, REPORTED_AT_KEY: "x"}, now=0.0)
     assert (candidate.latency_ms_p90, candidate.ongoing, candidate.age_s) == (5.0, 0, None)
     # a clock ahead on the replica: age 0, not negative
-    assert candidate_from_stats("r", {"reported_at": 10.0}, now=5.0).age_s == 0.0
+    assert candidate_from_stats("r", {REPORTED_AT_KEY: 10.0}, now=5.0).age_s == 0.0
     assert candidate_from_stats("r", {}, now=0.0, capacity=0).capacity == 1
 
 
@@ -295,7 +303,7 @@ def names(ranks: list[list[RunningReplica]]) -> list[list[str]]:
 
 
 def stats(p90: float | None, ongoing: int = 0, reported_at: float = 999.0) -> dict:
-    return {"latency_ms_p90": p90, "ongoing": ongoing, "reported_at": reported_at}
+    return {LATENCY_KEY: p90, ONGOING_KEY: ongoing, REPORTED_AT_KEY: reported_at}
 
 
 def test_router_class_composes_serves_mixins():
