@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,20 @@ from tools.chart import (
 __all__ = ["CHART_DIR", "CI_DIR", "NAMESPACE", "RELEASE", "SCENARIOS", "objects_of", "render_chart", "scenario_values"]
 
 
+def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Values documents coalesced as Helm does for ``-f a.yaml -f b.yaml``: later ones win, maps merge.
+
+    Neither argument is changed. (A ``None`` is kept as a value here; Helm would drop the key.)
+    """
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def rayservice_of(rendered: Rendered) -> dict[str, Any]:
     """The one RayService."""
     (rayservice,) = objects_of(rendered, "RayService")
@@ -32,6 +47,12 @@ def rayservice_of(rendered: Rendered) -> dict[str, Any]:
 def serve_config_of(rendered: Rendered) -> dict[str, Any]:
     """The RayService's serveConfigV2, parsed."""
     return yaml.safe_load(rayservice_of(rendered)["spec"]["serveConfigV2"])
+
+
+def pod_templates(rayservice: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod templates of the RayService's head group and of every worker group, head first."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster.get("workerGroupSpecs", [])]
 
 
 def ray_container_env(template: dict[str, Any]) -> dict[str, str]:

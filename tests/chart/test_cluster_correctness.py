@@ -22,7 +22,16 @@ from tools.kind_scheduling import (
 )
 from tools.kuberay_model import build_pods, object_store_of, serve_service
 
-from .conftest import NAMESPACE, SCENARIOS, objects_of, rayservice_of, render_chart, scenario_values, serve_config_of
+from .conftest import (
+    NAMESPACE,
+    SCENARIOS,
+    objects_of,
+    pod_templates,
+    rayservice_of,
+    render_chart,
+    scenario_values,
+    serve_config_of,
+)
 
 #: The kind cluster each scenario is meant for: cpu-only on kind without GPUs, the rest on the GPU pool.
 KIND_OF_SCENARIO = {name: "cpu" if name == "cpu-only" else "gpu" for name in SCENARIOS}
@@ -210,9 +219,7 @@ def test_only_a_simulated_gpu_group_lets_the_classifier_run_without_cuda(name):
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_the_object_store_fits_in_dev_shm_in_every_pod(name):
     rayservice = rayservice_of(render_chart(scenario_values(name)))
-    for template in [rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]] + [
-        g["template"] for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    ]:
+    for template in pod_templates(rayservice):
         assert "volumes" not in template["spec"], "KubeRay sizes /dev/shm; the chart must not pin it"
     for pod in build_pods(rayservice, NAMESPACE):
         store = object_store_of(pod)

@@ -39,25 +39,23 @@ from tests.support.kube import (
     values_of_args,
 )
 
-from .conftest import RELEASE, notes_of, objects_of, rayservice_of, render_chart, serve_config_of
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing of values documents: later ones win, maps merge."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+from .conftest import (
+    RELEASE,
+    merge_values,
+    notes_of,
+    objects_of,
+    pod_templates,
+    rayservice_of,
+    render_chart,
+    serve_config_of,
+)
 
 
 def render_args(args: list[str], name: str = RELEASE) -> dict[str, Any]:
     """Render the chart with the values a helm argument list passes."""
     values: dict[str, Any] = {}
     for document in values_of_args(args):
-        values = merge(values, document)
+        values = merge_values(values, document)
     return render_chart(values, name=name)
 
 
@@ -160,8 +158,7 @@ def test_readiness_reads_kuberays_ready_condition():
 )
 def test_image_values_put_the_image_in_every_ray_container(ref):
     rendered = render_args(install_args(RELEASE, "e2e", [], image_values(ref)))
-    cluster = rayservice_of(rendered)["spec"]["rayClusterConfig"]
-    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    templates = pod_templates(rayservice_of(rendered))
     assert {c["image"] for t in templates for c in t["spec"]["containers"]} == {str(parse_image_ref(ref))}
 
 

@@ -12,14 +12,9 @@ from serve_app.config import APP_NAME, SERVE_CONFIG_PATH
 from serve_app.grpc_api import DEFAULT_GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_ENV, SERVICER_FUNCTIONS
 from tools.kuberay_model import serve_service
 
-from .conftest import objects_of, ray_container_env, rayservice_of, render_chart, serve_config_of
+from .conftest import objects_of, pod_templates, ray_container_env, rayservice_of, render_chart, serve_config_of
 
 FILE_GRPC_OPTIONS = yaml.safe_load(SERVE_CONFIG_PATH.read_text())["grpc_options"]
-
-
-def pod_templates(rayservice: dict) -> list[dict]:
-    cluster = rayservice["spec"]["rayClusterConfig"]
-    return [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
 
 
 def test_the_servicer_functions_in_the_config_import_and_are_the_apps():

@@ -9,7 +9,15 @@ import yaml
 
 from serve_app.local.http_entry import DEFAULT_HTTP_ENTRY, ENTRY_VARIABLES, HTTP_ENTRIES
 
-from .conftest import CHART_DIR, ray_container_env, rayservice_of, render_chart, scenario_values, serve_config_of
+from .conftest import (
+    CHART_DIR,
+    pod_templates,
+    ray_container_env,
+    rayservice_of,
+    render_chart,
+    scenario_values,
+    serve_config_of,
+)
 
 #: Serve's switches between its proxy, HAProxy and direct ingress.
 SERVE_SWITCHES = {
@@ -20,11 +28,6 @@ SERVE_SWITCHES = {
     "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S",
 }
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-
-def pod_templates(rayservice: dict) -> list[dict]:
-    cluster = rayservice["spec"]["rayClusterConfig"]
-    return [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
 
 
 def test_head_takes_no_replicas_and_declares_serve_and_dashboard_ports(scenario):

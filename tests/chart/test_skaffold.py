@@ -24,7 +24,7 @@ import yaml
 from serve_app.config import REPO_ROOT
 from tests.support.kube import head_service_name, nest, parse_image_ref, serve_service_name
 
-from .conftest import objects_of, rayservice_of, render_chart
+from .conftest import merge_values, objects_of, pod_templates, rayservice_of, render_chart
 
 SKAFFOLD = REPO_ROOT / "skaffold.yaml"
 SCHEMA = REPO_ROOT / "tests" / "schemas" / "skaffold-v4beta14.json"
@@ -134,30 +134,20 @@ def helm_typed(text: str) -> Any:
     return text
 
 
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        merged[key] = (
-            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
-
-
 def deployed_values(config: dict[str, Any], built: str) -> dict[str, Any]:
     """The values Skaffold installs charts/mnist-serve with: the release's values files, then its --set."""
     (artifact,) = config["build"]["artifacts"]
     (release,) = [r for r in config["deploy"]["helm"]["releases"] if r.get("chartPath") == "charts/mnist-serve"]
     values: dict[str, Any] = {}
     for path in release.get("valuesFiles", []):
-        values = merge(values, yaml.safe_load((REPO_ROOT / path).read_text()) or {})
+        values = merge_values(values, yaml.safe_load((REPO_ROOT / path).read_text()) or {})
     env = image_env(artifact["image"], built)
     flat = {key: helm_typed(expand(template, env)) for key, template in release["setValueTemplates"].items()}
-    return merge(values, nest(flat))
+    return merge_values(values, nest(flat))
 
 
 def ray_images(rendered: dict[str, Any]) -> list[str]:
-    cluster = rayservice_of(rendered)["spec"]["rayClusterConfig"]
-    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    templates = pod_templates(rayservice_of(rendered))
     return [container["image"] for template in templates for container in template["spec"]["containers"]]
 
 

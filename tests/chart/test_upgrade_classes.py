@@ -21,23 +21,13 @@ from tools.chart_docs import CHART_DIR, UPGRADE_CLASSES, ValueDoc, parse_values
 from tools.kuberay_model import UPGRADE_CLASSES as ORDER
 from tools.kuberay_model import classify_upgrade
 
-from .conftest import objects_of, render_chart, scenario_values
+from .conftest import merge_values, objects_of, render_chart, scenario_values
 
 DOCS = parse_values((CHART_DIR / "values.yaml").read_text())
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-KITCHEN_SINK = _merge(
+KITCHEN_SINK = merge_values(
     scenario_values("ha"),
     {
         "networkPolicy": {"enabled": True},
@@ -59,8 +49,8 @@ KITCHEN_SINK = _merge(
 BASES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "kitchen-sink": KITCHEN_SINK,
-    "latency-sla": _merge(KITCHEN_SINK, {"serve": {"classifier": {"autoscaling": {"policy": "latencySLA"}}}}),
-    "schedule": _merge(KITCHEN_SINK, {"serve": {"classifier": {"autoscaling": {"policy": "schedule"}}}}),
+    "latency-sla": merge_values(KITCHEN_SINK, {"serve": {"classifier": {"autoscaling": {"policy": "latencySLA"}}}}),
+    "schedule": merge_values(KITCHEN_SINK, {"serve": {"classifier": {"autoscaling": {"policy": "schedule"}}}}),
     "external-redis": {
         "ha": {"enabled": True},
         "asyncInference": {"enabled": True},
@@ -199,7 +189,7 @@ def observed_class(doc: ValueDoc) -> tuple[str, dict[str, str]]:
     """The strongest class over every base where a change of the value renders, with each base's."""
     per_base = {}
     for base, base_values in BASES.items():
-        values = _merge(base_values, COMPANIONS.get(doc.key, {}))
+        values = merge_values(base_values, COMPANIONS.get(doc.key, {}))
         for candidate in candidate_changes(doc, current_value(values, doc)):
             try:
                 before = base_objects(base) if doc.key not in COMPANIONS else comparable(values)

@@ -1,6 +1,5 @@
 """Every endpoint and every bad input over real HTTP, through the whole graph."""
 
-import io
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +10,7 @@ import requests
 from PIL import Image
 
 from serve_app.training.examples import EXAMPLES_DIR
+from tests.support.payloads import image_bytes, npy_bytes
 
 DIGIT = json.loads((EXAMPLES_DIR / "digit.json").read_text())
 
@@ -67,9 +67,8 @@ def test_image_upload_of_several_pngs(local_serve):
 
 def test_image_upload_of_a_jpeg(local_serve, example_digits):
     images, _ = example_digits
-    buffer = io.BytesIO()
-    Image.fromarray(images[4]).resize((112, 112)).save(buffer, format="JPEG", quality=95)
-    response = local_serve.post("/predict/image", files={"files": ("four.jpg", buffer.getvalue(), "image/jpeg")})
+    jpeg = image_bytes(Image.fromarray(images[4]).resize((112, 112)), "JPEG", quality=95)
+    response = local_serve.post("/predict/image", files={"files": ("four.jpg", jpeg, "image/jpeg")})
     assert response.status_code == 200
     assert response.json()["predicted_label"] == [4]
 
@@ -214,10 +213,8 @@ def test_concurrent_requests_all_succeed(local_serve, example_digits):
 
 
 def test_npy_body_for_bulk_clients(local_serve, mnist_test):
-    buffer = io.BytesIO()
-    np.save(buffer, mnist_test.images[:64])
     headers = {"Content-Type": "application/x-npy"}
-    response = local_serve.post("/predict", data=buffer.getvalue(), headers=headers)
+    response = local_serve.post("/predict", data=npy_bytes(mnist_test.images[:64]), headers=headers)
     assert response.status_code == 200, response.text
     assert response.json()["predicted_label"] == mnist_test.labels[:64].tolist()
     bad = local_serve.post("/predict", data=b"\x93NUMPY broken", headers=headers)

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from bench.fastapi_app import create_app
 from serve_app.inputs import NPY_MEDIA_TYPE
+from tests.support.payloads import npy_bytes
 
 
 @pytest.fixture(scope="module")
 def client():
     return TestClient(create_app())
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("path", ["/predict", "/"])
@@ -33,7 +26,7 @@ def test_json_bodies_are_classified(client, example_digits, path):
 
 def test_npy_bodies_get_the_same_answer(client, example_digits):
     images, labels = example_digits
-    response = client.post("/predict", content=_npy(images), headers={"Content-Type": NPY_MEDIA_TYPE})
+    response = client.post("/predict", content=npy_bytes(images), headers={"Content-Type": NPY_MEDIA_TYPE})
     assert response.status_code == 200
     assert response.json()["predicted_label"] == labels.tolist()
 
@@ -43,8 +36,8 @@ def test_npy_bodies_get_the_same_answer(client, example_digits):
     [
         (b"{not json", "application/json", 400),
         (b"not an array", NPY_MEDIA_TYPE, 400),
-        (_npy(np.zeros((2, 27, 28), dtype=np.uint8)), NPY_MEDIA_TYPE, 422),
-        (_npy(np.full((1, 28, 28), np.nan)), NPY_MEDIA_TYPE, 422),
+        (npy_bytes(np.zeros((2, 27, 28), dtype=np.uint8)), NPY_MEDIA_TYPE, 422),
+        (npy_bytes(np.full((1, 28, 28), np.nan)), NPY_MEDIA_TYPE, 422),
     ],
 )
 def test_bad_bodies_get_the_graph_s_errors(client, body, content_type, status):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import time
@@ -15,14 +14,9 @@ import pytest
 from serve_app.errors import InvalidInputError, MalformedBodyError, PayloadTooLargeError, ServeAppError
 from serve_app.inputs import decode_npy_body, decode_payload, parse_json_body, read_npy_header
 from serve_app.schemas import predict_request_schema
+from tests.support.payloads import npy_bytes
 
 MAX_IMAGES = 4
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def npy_with_header(header: str, data: bytes = b"") -> bytes:
@@ -50,7 +44,7 @@ def test_a_header_claiming_a_trillion_elements_is_refused_without_allocating():
 
 
 def test_a_body_shorter_or_longer_than_its_header_is_malformed():
-    body = npy(np.zeros((2, 28, 28), dtype=np.uint8))
+    body = npy_bytes(np.zeros((2, 28, 28), dtype=np.uint8))
     with pytest.raises(MalformedBodyError, match="1568 bytes of data"):
         decode_npy_body(body[:-10])
     with pytest.raises(MalformedBodyError, match="but 1578 bytes follow"):
@@ -59,7 +53,7 @@ def test_a_body_shorter_or_longer_than_its_header_is_malformed():
 
 def test_too_many_images_in_a_npy_body_is_413_from_the_header():
     with pytest.raises(PayloadTooLargeError, match="batch of 5 images"):
-        decode_npy_body(npy(np.zeros((5, 28, 28), dtype=np.uint8)), max_images=MAX_IMAGES)
+        decode_npy_body(npy_bytes(np.zeros((5, 28, 28), dtype=np.uint8)), max_images=MAX_IMAGES)
 
 
 @pytest.mark.parametrize(
@@ -74,16 +68,16 @@ def test_too_many_images_in_a_npy_body_is_413_from_the_header():
 )
 def test_npy_bodies_of_the_wrong_kind_are_refused(array, error, message):
     with pytest.raises(error, match=message):
-        decode_npy_body(npy(array), max_images=MAX_IMAGES)
+        decode_npy_body(npy_bytes(array), max_images=MAX_IMAGES)
 
 
 def test_a_valid_npy_is_read_as_a_view_in_any_order_and_byte_order():
     pixels = np.arange(2 * 28 * 28, dtype=np.uint16).reshape(2, 28, 28) % 256
-    decoded = decode_npy_body(npy(np.asfortranarray(pixels)), max_images=MAX_IMAGES)
+    decoded = decode_npy_body(npy_bytes(np.asfortranarray(pixels)), max_images=MAX_IMAGES)
     assert decoded.shape == (2, 1, 28, 28) and np.array_equal(decoded[:, 0], pixels)
     big_endian = (pixels / 255).astype(">f4")
-    assert np.allclose(decode_npy_body(npy(big_endian), max_images=MAX_IMAGES)[:, 0], pixels / 255)
-    header = read_npy_header(npy(pixels.astype(np.uint8)))
+    assert np.allclose(decode_npy_body(npy_bytes(big_endian), max_images=MAX_IMAGES)[:, 0], pixels / 255)
+    header = read_npy_header(npy_bytes(pixels.astype(np.uint8)))
     assert header.shape == (2, 28, 28) and header.data_offset == 128
 
 

@@ -1,4 +1,3 @@
-import io
 import json
 
 import numpy as np
@@ -16,6 +15,7 @@ from serve_app.inputs import (
     parse_json_body,
 )
 from serve_app.training.examples import EXAMPLES_DIR
+from tests.support.payloads import image_bytes, npy_bytes
 
 
 def test_tutorial_float_batch_is_read_as_unit_scale():
@@ -118,17 +118,11 @@ def test_nan_literals_parse_and_are_then_rejected_by_name():
         decode_payload(payload, max_images=8)
 
 
-def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
 def test_png_and_jpeg_uploads_decode(example_digits):
     images, _ = example_digits
     png = (EXAMPLES_DIR / "digit-3.png").read_bytes()
     np.testing.assert_array_equal(decode_image_file(png, "digit-3.png")[0], images[3])
-    jpeg = _encode(Image.fromarray(images[3]), "JPEG")
+    jpeg = image_bytes(Image.fromarray(images[3]), "JPEG")
     decoded = decode_image_file(jpeg, "d.jpg")
     assert decoded.shape == (1, 28, 28)
     assert np.abs(decoded[0].astype(int) - images[3]).mean() < 8
@@ -137,14 +131,14 @@ def test_png_and_jpeg_uploads_decode(example_digits):
 def test_large_and_rgb_uploads_are_resized_and_greyed(example_digits):
     images, _ = example_digits
     big = Image.fromarray(images[5]).resize((280, 280), Image.Resampling.NEAREST).convert("RGB")
-    decoded = decode_image_file(_encode(big, "PNG"), "big.png")
+    decoded = decode_image_file(image_bytes(big, "PNG"), "big.png")
     assert decoded.shape == (1, 28, 28)
     assert np.abs(decoded[0].astype(int) - images[5]).mean() < 10
 
 
 def test_invert_turns_black_on_white_into_mnist_polarity(example_digits):
     images, _ = example_digits
-    drawing = _encode(Image.fromarray(255 - images[2]), "PNG")
+    drawing = image_bytes(Image.fromarray(255 - images[2]), "PNG")
     np.testing.assert_array_equal(decode_image_file(drawing, "d.png", invert=True)[0], images[2])
 
 
@@ -153,8 +147,8 @@ def test_invert_turns_black_on_white_into_mnist_polarity(example_digits):
     [
         (b"this is text", "not a readable PNG or JPEG"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not a readable PNG or JPEG"),
-        (_encode(Image.new("L", (28, 28)), "GIF"), "GIF images are not accepted"),
-        (_encode(Image.new("L", (3000, 10)), "PNG"), "larger than 2048"),
+        (image_bytes(Image.new("L", (28, 28)), "GIF"), "GIF images are not accepted"),
+        (image_bytes(Image.new("L", (3000, 10)), "PNG"), "larger than 2048"),
     ],
 )
 def test_bad_uploads_are_rejected(content, message):
@@ -169,12 +163,6 @@ def test_upload_batches():
         decode_image_files([], max_images=4)
     with pytest.raises(PayloadTooLargeError):
         decode_image_files([("a", png)] * 5, max_images=4)
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -193,9 +181,9 @@ def test_media_type_drops_parameters_and_defaults_to_json(header, expected):
 
 def test_npy_bodies_decode_with_their_dtype_as_the_scale(example_digits):
     images, _ = example_digits
-    raw = decode_npy_body(_npy(images), max_images=16)
+    raw = decode_npy_body(npy_bytes(images), max_images=16)
     assert raw.dtype == np.uint8 and raw.shape == (10, 1, 28, 28)
-    unit = decode_npy_body(_npy(images[:, None] / 255.0), max_images=16)
+    unit = decode_npy_body(npy_bytes(images[:, None] / 255.0), max_images=16)
     assert unit.dtype == np.float32
     np.testing.assert_allclose(unit * 255, raw, atol=1e-3)
 
@@ -205,10 +193,10 @@ def test_npy_bodies_decode_with_their_dtype_as_the_scale(example_digits):
     [
         (b"", MalformedBodyError, "empty request body"),
         (b"not numpy", MalformedBodyError, "not a .npy array"),
-        (_npy(np.array([{"a": 1}], dtype=object)), MalformedBodyError, "not a .npy array"),  # pickles refused
-        (_npy(np.zeros((3, 27, 28), dtype=np.uint8)), InvalidInputError, "shape"),
-        (_npy(np.full((1, 28, 28), np.nan)), InvalidInputError, "NaN"),
-        (_npy(np.zeros((300, 28, 28), dtype=np.uint8)), PayloadTooLargeError, "maximum of 256"),
+        (npy_bytes(np.array([{"a": 1}], dtype=object)), MalformedBodyError, "not a .npy array"),  # pickles refused
+        (npy_bytes(np.zeros((3, 27, 28), dtype=np.uint8)), InvalidInputError, "shape"),
+        (npy_bytes(np.full((1, 28, 28), np.nan)), InvalidInputError, "NaN"),
+        (npy_bytes(np.zeros((300, 28, 28), dtype=np.uint8)), PayloadTooLargeError, "maximum of 256"),
     ],
 )
 def test_bad_npy_bodies(body, error, message):

@@ -17,7 +17,6 @@ so the fuzzing reaches the codec. Negative cases are sent as generated.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +28,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.oip import HEADER_LENGTH
+from tests.support.payloads import image_bytes, npy_bytes
 
 LAYOUTS = ((28, 28), (1, 28, 28), (28, 28, 1))
 
@@ -46,17 +46,13 @@ def npy_batch(seed_material: Any, max_images: int = 8) -> bytes:
         array: np.ndarray = rng.integers(0, 256, size=shape, dtype=np.uint8)
     else:
         array = rng.random(size=shape, dtype=np.float32)
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
+    return npy_bytes(array)
 
 
 def png_digit(seed_material: Any) -> bytes:
     """A 28x28 greyscale PNG."""
     pixels = _rng(seed_material).integers(0, 256, size=(28, 28), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image_bytes(Image.fromarray(pixels), "PNG")
 
 
 def oip_data(seed_material: Any, datatype: str, count: int) -> list[float]:
