@@ -19,12 +19,12 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period():
     code = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "ready"  # SIGTERM is ignored from here on
-    started = time.monotonic()
-    stop_process(process, timeout_s=0.5)
-    assert process.returncode == -9
-    assert 0.4 < time.monotonic() - started < 5
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout.readline().strip() == "ready"  # SIGTERM is ignored from here on
+        started = time.monotonic()
+        stop_process(process, timeout_s=0.5)
+        assert process.returncode == -9
+        assert 0.4 < time.monotonic() - started < 5
 
 
 def test_a_finished_process_is_left_alone():

@@ -30,6 +30,7 @@ def collector():
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", received
     server.shutdown()
+    server.server_close()
 
 
 def test_spans_reach_the_collector_named_by_the_standard_variable(collector, monkeypatch):
