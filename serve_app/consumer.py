@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.task_consumer import instantiate_adapter_from_config, task_consumer, task_handler
 
 from serve_app.errors import ServeAppError
-from serve_app.inputs import decode_images
+from serve_app.inputs import PixelScale, decode_images
 from serve_app.tasks import TASK_NAME, TaskSettings, task_processor_config
 
 logger = logging.getLogger("ray.serve")
@@ -43,8 +43,12 @@ class TaskConsumer:
         )
 
     @task_handler(name=TASK_NAME)
-    def classify(self, image: list, pixel_scale: str, model_id: str) -> dict[str, Any]:
-        """One task: ``image`` (N, 1, 28, 28) lists in ``pixel_scale`` for ``model_id``."""
+    def classify(self, image: list, pixel_scale: PixelScale, model_id: str) -> dict[str, Any]:
+        """One task: ``image`` (N, 1, 28, 28) lists in ``pixel_scale`` for ``model_id``.
+
+        The task's arguments come from the queue as sent: ``decode_images`` checks ``pixel_scale``
+        too (an unknown one makes the task unprocessable).
+        """
         try:
             pixels = decode_images(image, pixel_scale, max_images=4096)
         except ServeAppError as error:

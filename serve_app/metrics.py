@@ -30,7 +30,7 @@ from ray.serve import metrics
 #: Histogram bucket upper bounds, in milliseconds.
 LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 #: Histogram bucket upper bounds, in requests per model call.
-BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ def ingress_metrics() -> IngressMetrics:
     """The Ingress's metrics (created once per process)."""
     return IngressMetrics(
         requests=metrics.Counter(
-            "mnist_requests", description="Requests answered, by model and HTTP status.", tag_keys=("model", "outcome")
+            "mnist_requests",
+            description="Requests answered, by model and HTTP status.",
+            tag_keys=("model", "outcome"),  # type: ignore[arg-type]  # Ray annotates Tuple[str] (one key); any number works
         ),
         request_latency_ms=metrics.Histogram(
             "mnist_request_latency_ms",
@@ -96,7 +98,7 @@ def classifier_metrics() -> ClassifierMetrics:
         predicted_digits=metrics.Counter(
             "mnist_predicted_digit",
             description="Images classified, by predicted digit: a shift in the mix is a drift signal.",
-            tag_keys=("model", "digit"),
+            tag_keys=("model", "digit"),  # type: ignore[arg-type]  # Ray annotates Tuple[str] (one key); any number works
         ),
         model_loads=metrics.Counter(
             "mnist_model_loads", description="Models loaded into a Classifier replica.", tag_keys=("model",)

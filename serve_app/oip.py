@@ -38,7 +38,7 @@ import numpy as np
 from grpc import StatusCode
 
 from serve_app.errors import InvalidInputError, PayloadTooLargeError, ServeAppError
-from serve_app.inputs import decode_images
+from serve_app.inputs import PixelScale, decode_images
 from serve_app.proto import inference_pb2 as pb
 
 SERVER_NAME = "mnist-serve"
@@ -52,7 +52,7 @@ PLATFORM = "pytorch_libtorch"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUT_NAME = "image"
 #: Input datatype -> (pixel scale, little-endian dtype).
-INPUT_DATATYPES: dict[str, tuple[str, str]] = {"FP32": ("unit", "<f4"), "UINT8": ("uint8", "u1")}
+INPUT_DATATYPES: dict[str, tuple[PixelScale, str]] = {"FP32": ("unit", "<f4"), "UINT8": ("uint8", "u1")}
 #: Output name -> (datatype, shape with -1 for the batch, little-endian dtype).
 OUTPUTS: dict[str, tuple[str, tuple[int, ...], str]] = {
     "probabilities": ("FP32", (-1, 10), "<f4"),
@@ -237,9 +237,9 @@ def _values_from_json(data: Any, datatype: str, count: int) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def _pixels(values: np.ndarray, shape: tuple[int, ...], scale: str, max_images: int) -> np.ndarray:
+def _pixels(values: np.ndarray, shape: tuple[int, ...], scale: PixelScale, max_images: int) -> np.ndarray:
     try:
-        return decode_images(values.reshape(shape), scale, max_images)  # type: ignore[arg-type]
+        return decode_images(values.reshape(shape), scale, max_images)
     except (InvalidInputError, PayloadTooLargeError) as error:
         raise OipError.from_service_error(error) from None
 
@@ -390,7 +390,7 @@ def parse_grpc_request(request: pb.ModelInferRequest, max_images: int) -> InferR
     else:
         contents = tensor.contents.fp32_contents if tensor.datatype == "FP32" else tensor.contents.uint_contents
         values = _values_from_json(list(contents), tensor.datatype, count)
-    outputs = []
+    outputs: list[RequestedOutput] = []
     for output in request.outputs:
         if output.name not in OUTPUTS:
             raise OipError(f"output {output.name!r} is unknown; this model has {sorted(OUTPUTS)}")

@@ -99,12 +99,15 @@ def default_replicas(ctx: "AutoscalingContext") -> float:
     target_ongoing_requests`` (written as Serve writes it, so the floats are identical).
     The unit tests check parity with Serve's own function.
     """
+    config = ctx.config
+    if config is None:  # Serve hands every policy call the deployment's autoscaling config
+        raise ValueError("the autoscaling context carries no autoscaling config")
     running = ctx.current_num_replicas
     if running == 0:
         if ctx.total_num_requests > 0:
-            return max(math.ceil(1 * ctx.config.get_upscaling_factor()), ctx.target_num_replicas)
+            return max(math.ceil(1 * config.get_upscaling_factor()), ctx.target_num_replicas)
         return ctx.target_num_replicas
-    target_num_requests = ctx.config.get_target_ongoing_requests() * running
+    target_num_requests = config.get_target_ongoing_requests() * running
     return running * (ctx.total_num_requests / target_num_requests)
 
 

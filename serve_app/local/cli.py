@@ -95,7 +95,10 @@ def spans_dir() -> Path:
     """Where Serve's file exporter writes spans in the running local Ray session."""
     import ray
 
-    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve" / "spans"
+    node = ray._private.worker._global_node
+    if node is None:
+        raise RuntimeError("not connected to a Ray session (ray.init() first)")
+    return Path(node.get_session_dir_path()) / "logs" / "serve" / "spans"
 
 
 def run(
