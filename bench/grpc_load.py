@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.compare import with_pythonpath
+from bench.pythonpath import repo_pythonpath
 from bench.wrk import WrkResult
-from serve_app.config import REPO_ROOT
 
 #: Status codes counted as transport failures (wrk's socket errors and timeouts); others are non-OK answers.
 TRANSPORT_FAILURES = ("DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED")
@@ -138,7 +137,7 @@ def run_grpc_load(
             check=True,
             timeout=duration_s + timeout_s + 60,
             # the repository first, so the subprocess imports bench wherever it was started from
-            env=os.environ | {"PYTHONPATH": with_pythonpath(os.environ.get("PYTHONPATH"), str(REPO_ROOT))},
+            env=os.environ | {"PYTHONPATH": repo_pythonpath()},
         )
     return WrkResult(**json.loads(completed.stdout.strip().splitlines()[-1]))
 

@@ -8,12 +8,9 @@ import pytest
 
 from bench.compare import (
     DEFAULT_CONCURRENCY,
-    VARIANTS,
     Point,
-    entry_port,
     evaluate_targets,
     expected_labels,
-    expects_direct_ingress,
     format_ratio,
     format_table,
     format_targets,
@@ -21,15 +18,17 @@ from bench.compare import (
     json_part_length,
     oip_answer_labels,
     parse_args,
-    parse_variant,
     ratio,
     request_bodies,
     request_body,
     request_headers,
+    target_url,
     time_raw_model,
-    with_pythonpath,
 )
+from bench.pythonpath import with_pythonpath
+from bench.servers import VARIANTS, Endpoints, entry_port, expects_direct_ingress, parse_variant
 from bench.wrk import WrkResult
+from serve_app.config import DEFAULT_MODEL_ID
 from serve_app.local.http_entry import ENTRY_VARIABLES
 from serve_app.oip import HEADER_LENGTH
 from serve_app.training.examples import load_examples
@@ -280,6 +279,13 @@ def test_which_environments_serve_from_the_replica_s_own_port():
     assert expects_direct_ingress({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
     assert not expects_direct_ingress({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"})
     assert not expects_direct_ingress({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "true"})  # Serve reads only "1"
+
+
+def test_bodies_go_to_predict_or_to_the_default_model_s_oip_infer():
+    endpoints = Endpoints("http://127.0.0.1:8000")
+    assert target_url(endpoints, "json") == target_url(endpoints, "npy") == "http://127.0.0.1:8000/predict"
+    assert target_url(endpoints, "oip-json") == target_url(endpoints, "oip-binary")
+    assert target_url(endpoints, "oip-json") == f"http://127.0.0.1:8000/v2/models/{DEFAULT_MODEL_ID}/infer"
 
 
 def test_pythonpath_puts_the_root_first_once():
