@@ -61,28 +61,21 @@ VALUES: dict[str, dict[str, Any]] = {
 }
 
 
-def import_strings(node: Any, key: str = "", path: str = "") -> Iterator[tuple[str, str, str]]:
-    """(path, key, value) of every string under an import key, anywhere in a parsed config."""
+def strings(node: Any, key: str = "", path: str = "") -> Iterator[tuple[str, str, str]]:
+    """(path, key, value) of every string in a parsed config; a list's items carry the list's key."""
     if isinstance(node, dict):
         for child_key, child in node.items():
-            yield from import_strings(child, str(child_key), f"{path}/{child_key}")
+            yield from strings(child, str(child_key), f"{path}/{child_key}")
     elif isinstance(node, list):
         for index, child in enumerate(node):
-            yield from import_strings(child, key, f"{path}/{index}")
-    elif isinstance(node, str) and IMPORT_KEY.search(key):
+            yield from strings(child, key, f"{path}/{index}")
+    elif isinstance(node, str):
         yield path, key, node
 
 
-def project_strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """(path, value) of every string that names one of this project's modules."""
-    if isinstance(node, dict):
-        for child_key, child in node.items():
-            yield from project_strings(child, f"{path}/{child_key}")
-    elif isinstance(node, list):
-        for index, child in enumerate(node):
-            yield from project_strings(child, f"{path}/{index}")
-    elif isinstance(node, str) and re.match(r"serve_app\.\w", node):
-        yield path, node
+def import_strings(config: Any) -> list[tuple[str, str, str]]:
+    """(path, key, value) of every string under an import key."""
+    return [(path, key, value) for path, key, value in strings(config) if IMPORT_KEY.search(key)]
 
 
 @pytest.fixture(scope="module", params=sorted(VALUES))
@@ -123,7 +116,9 @@ def test_every_import_path_of_the_rendered_config_resolves(rendered_case):
         check_resolves(f"{case}: env {name}", name.lower(), value)
     # A module path of this project under any other key would escape the check above.
     walked = {path for path, _, _ in found}
-    stray = [(path, value) for path, value in project_strings(config) if path not in walked]
+    stray = [
+        (path, value) for path, _, value in strings(config) if value.startswith("serve_app.") and path not in walked
+    ]
     assert not stray, f"{case}: import strings under keys this test does not know: {stray}"
 
 
