@@ -8,7 +8,7 @@ Responses are validated pydantic models.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -143,7 +143,8 @@ class HealthResponse(BaseModel):
     deployments: list[str]
 
 
-ERROR_RESPONSES = {
+#: FastAPI's ``responses=`` of the routes: status -> the OpenAPI response it documents.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "malformed JSON or multipart body"},
     404: {"model": ErrorResponse, "description": "unknown model id (the message lists the known ones)"},
     413: {"model": ErrorResponse, "description": "more images or bytes than the service accepts"},
@@ -234,7 +235,7 @@ class OipInferResponse(BaseModel):
     outputs: list[OipOutputTensor]
 
 
-OIP_ERROR_RESPONSES = {
+OIP_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": OipErrorBody, "description": "a request the protocol refuses: datatype, shape, data, outputs"},
     404: {"model": OipErrorBody, "description": "unknown model or version"},
     413: {"model": OipErrorBody, "description": "more images or bytes than the service accepts"},
