@@ -18,11 +18,14 @@ import itertools
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from serve_app.errors import ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from serve_app.config import BatchingConfig
 
 T = TypeVar("T")
 
@@ -100,3 +103,13 @@ async def call_in_first_live_context(
             if on_cancelled is not None:
                 on_cancelled(attempt)
     raise ServiceUnavailableError("every request of this merged call was cancelled")
+
+
+def apply_batching(batched: Any, config: BatchingConfig) -> None:
+    """Set a ``@serve.batch`` method's batch size and wait from ``config``, live.
+
+    ``batched`` is ``Any`` on purpose: Ray annotates what ``serve.batch`` returns as the plain
+    method, without the ``set_max_batch_size`` and ``set_batch_wait_timeout_s`` its wrapper has.
+    """
+    batched.set_max_batch_size(config.max_batch_size)
+    batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)

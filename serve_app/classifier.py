@@ -33,7 +33,7 @@ import torch
 from ray import serve
 from ray.serve.schema import ReplicaRank
 
-from serve_app.batching import ModelRequest, group_by_model, merge, split_answer
+from serve_app.batching import ModelRequest, apply_batching, group_by_model, merge, split_answer
 from serve_app.config import DEFAULT_MAX_IMAGES_PER_MODEL_CALL, BatchingConfig, ClassifierUserConfig
 from serve_app.latency import RollingLatency
 from serve_app.metrics import classifier_metrics
@@ -56,7 +56,7 @@ class Classifier:
     """Holds up to ``max_models_per_replica`` TorchScript models in memory."""
 
     # Serve awaits an async constructor: the replica reports ready only once the preload is done.
-    async def __init__(  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]  # mypy wants __init__ to return None; Serve awaits this one
         self,
         model_store: str | None = None,
         max_models_per_replica: int = 2,
@@ -116,8 +116,7 @@ class Classifier:
         self.max_images_per_model_call = config.max_images_per_model_call
         slowed = config.debug_slow_rank is None or (rank is not None and rank.rank == config.debug_slow_rank)
         self.debug_delay_s = config.debug_delay_ms / 1000 if slowed else 0.0
-        self._predict_batch.set_max_batch_size(self.batching.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+        apply_batching(self._predict_batch, self.batching)
         logger.info(
             "Classifier batching: %s, at most %d images per model call; test-only delay %.0f ms",
             self.batching,

@@ -230,10 +230,12 @@ def harden(app: FastAPI, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
     """Give an app the body limit and the one error body (every error, routing's and parsing's too)."""
     app.state.max_body_bytes = max_body_bytes
     app.add_middleware(BodyLimit)
-    app.add_exception_handler(ServeAppError, _serve_app_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_exception)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _request_validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(OipError, _oip_error)  # type: ignore[arg-type]
+    # The ignores: Starlette types every handler as taking any Exception; each of these takes the
+    # class it is registered for, which is all Starlette ever passes it.
+    app.add_exception_handler(ServeAppError, _serve_app_error)  # type: ignore[arg-type]  # see above
+    app.add_exception_handler(StarletteHTTPException, _http_exception)  # type: ignore[arg-type]  # see above
+    app.add_exception_handler(RequestValidationError, _request_validation_error)  # type: ignore[arg-type]  # see above
+    app.add_exception_handler(OipError, _oip_error)  # type: ignore[arg-type]  # see above
 
 
 harden(api)
@@ -404,7 +406,7 @@ def _openapi() -> dict[str, Any]:
     return api.openapi_schema
 
 
-api.openapi = _openapi  # type: ignore[method-assign]
+api.openapi = _openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the OpenAPI schema
 
 
 # --- the routes -------------------------------------------------------------------------------------

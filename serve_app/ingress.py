@@ -35,7 +35,14 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import oip
-from serve_app.batching import ModelRequest, call_in_first_live_context, group_by_model, merge, split_answer
+from serve_app.batching import (
+    ModelRequest,
+    apply_batching,
+    call_in_first_live_context,
+    group_by_model,
+    merge,
+    split_answer,
+)
 from serve_app.config import AppArgs, BatchingConfig
 from serve_app.errors import PayloadTooLargeError, ServeAppError, ServiceBusyError, ServiceUnavailableError
 from serve_app.grpc_api import models_response, predict_response, request_pixels
@@ -155,8 +162,7 @@ class Ingress(HttpRoutes):
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply the Ingress's batching ``user_config`` live (no replica restart)."""
         self.batching = BatchingConfig.model_validate(user_config)
-        self._classify_batch.set_max_batch_size(self.batching.max_batch_size)
-        self._classify_batch.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+        apply_batching(self._classify_batch, self.batching)
 
     async def _classify(self, pixels: np.ndarray, model_id: str) -> dict[str, Any]:
         """Validated (N, 1, 28, 28) pixels -> the answer, batched with concurrent requests."""

@@ -66,7 +66,7 @@ import logging
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 from ray.serve.request_router import (
     FIFOMixin,
@@ -146,7 +146,7 @@ class RankingConfig:
         return cls(**dict(kwargs))
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -196,7 +196,7 @@ def _tier_of(expected_ms: float, best_ms: float, config: RankingConfig) -> int:
 def _rank_group(candidates: Sequence[Candidate], config: RankingConfig) -> list[list[Candidate]]:
     """Latency tiers of candidates that share one affinity."""
     estimates = {id(c): expected_latency_ms(c, config) for c in candidates}
-    known = [estimates[id(c)] for c in candidates if estimates[id(c)] is not None]
+    known = [estimate for estimate in estimates.values() if estimate is not None]
     if not known:
         return [list(candidates)]
     best = min(known)
@@ -260,7 +260,7 @@ class LatencyAwareRouter(FIFOMixin, LocalityMixin, MultiplexMixin, RequestRouter
         if not replicas:
             return []
         now = self._get_curr_time_s()
-        by_id = {replica.replica_id: replica for replica in replicas}
+        by_id: dict[Hashable, RunningReplica] = {replica.replica_id: replica for replica in replicas}
         candidates = [
             candidate_from_stats(
                 replica.replica_id,
