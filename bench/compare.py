@@ -462,6 +462,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=Path("docs/figures/compare.png"))
     parser.add_argument("--no-plot", action="store_true", help="write no plot")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--replot", type=Path, default=None, metavar="JSON", help="redraw the plot from a --json file; run nothing"
+    )
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S
@@ -592,16 +595,43 @@ def load_driver(
     )
 
 
+#: One colour family per server, one shade per body: the lines of a server read as one group.
+SERVER_COLOURMAPS = {"graph": "Blues", "tutorial": "Oranges", "fastapi": "Greens", "kserve": "Reds"}
+#: One line style per body, the same for every server.
+ENCODING_STYLES = {
+    "json": "-",
+    "npy": (0, (1, 1)),
+    "grpc": "-.",
+    "oip-json": (0, (5, 1)),
+    "oip-binary": (0, (3, 1, 1, 1, 1, 1)),
+    "oip-grpc": (0, (1, 2, 5, 2)),
+}
+
+
+def line_colours(points: Sequence[Point]) -> dict[str, Any]:
+    """A colour per line label: the server's colour family, a darker shade per further body."""
+    import matplotlib
+
+    colours: dict[str, Any] = {}
+    for server, colourmap in SERVER_COLOURMAPS.items():
+        labels = list(dict.fromkeys(p.label for p in points if p.server == server))
+        shades = matplotlib.colormaps[colourmap]
+        for index, label in enumerate(labels):
+            colours[label] = shades(0.45 + 0.5 * index / max(1, len(labels) - 1))
+    return colours
+
+
 def plot(points: Sequence[Point], raw: Mapping[int, float], path: Path) -> None:
-    """Images/s and p50/p99 against concurrency, one column per body size."""
+    """Images/s and p50/p99 against concurrency, one column per body size; legends beside the plots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sizes = sorted({p.digits for p in points})
-    figure, axes = plt.subplots(2, len(sizes), figsize=(6 * len(sizes), 8), squeeze=False)
+    figure, axes = plt.subplots(2, len(sizes), figsize=(7 * len(sizes) + 4, 10), squeeze=False)
     labels = list(dict.fromkeys(p.label for p in points))
+    colours = line_colours(points)
     for column, digits in enumerate(sizes):
         throughput, latency = axes[0][column], axes[1][column]
         for label in labels:
@@ -609,42 +639,60 @@ def plot(points: Sequence[Point], raw: Mapping[int, float], path: Path) -> None:
             if not runs:
                 continue
             levels = [p.concurrency for p in runs]
-            line = throughput.plot(levels, [p.images_per_s for p in runs], marker="o", label=label)[0]
-            latency.plot(
-                levels, [p.result.p50_ms for p in runs], marker="o", color=line.get_color(), label=f"{label} p50"
-            )
-            latency.plot(
-                levels,
-                [p.result.p99_ms for p in runs],
-                marker="x",
-                linestyle="--",
-                color=line.get_color(),
-                label=f"{label} p99",
-            )
+            style = {"color": colours.get(label), "linestyle": ENCODING_STYLES.get(runs[0].encoding, "-")}
+            throughput.plot(levels, [p.images_per_s for p in runs], marker="o", label=label, **style)
+            latency.plot(levels, [p.result.p50_ms for p in runs], marker="o", label=f"{label}: p50", **style)
+            latency.plot(levels, [p.result.p99_ms for p in runs], marker="x", alpha=0.5, **style)
         if digits in raw:
             throughput.axhline(raw[digits], color="grey", linestyle=":", label=f"raw model in-process, batch {digits}")
         throughput.set_title(f"{digits} digit{'' if digits == 1 else 's'} per request")
         throughput.set_ylabel("images/s (2xx answers)")
         throughput.set_yscale("log")
-        latency.set_ylabel("latency, ms")
+        latency.set_ylabel("latency, ms (o: p50, x: p99)")
         latency.set_yscale("log")
         for axis in (throughput, latency):
             axis.set_xscale("log", base=2)
             axis.set_xlabel("concurrent connections (wrk)")
             axis.grid(True, alpha=0.3)
-            axis.legend(fontsize=7)
+    legend: dict[str, Any] = {}
+    for axis in axes[0]:
+        handles, names = axis.get_legend_handles_labels()
+        legend.update((name, handle) for name, handle in zip(names, handles, strict=True) if name not in legend)
+    figure.legend(list(legend.values()), list(legend), fontsize=8, loc="center right")
     figure.suptitle(
         "The whole graph vs one Serve deployment, plain FastAPI and KServe's model server (same model, same digits)"
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 0.74, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
+def read_figures(path: Path) -> tuple[list[Point], dict[int, float]]:
+    """The points and raw-model figures of a ``--json`` file, as the run had them."""
+    figures = json.loads(path.read_text())
+    result_fields = set(WrkResult.__dataclass_fields__)
+    points = [
+        Point(
+            server=point["server"],
+            variant=point["variant"],
+            digits=point["digits"],
+            encoding=point["encoding"],
+            result=WrkResult(**{key: value for key, value in point.items() if key in result_fields}),
+        )
+        for point in figures["points"]
+    ]
+    return points, {int(digits): value for digits, value in figures["raw_images_per_s"].items()}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every server in turn, print the table and the targets, write the plot."""
     args = parse_args(argv)
+    if args.replot is not None:
+        points, raw = read_figures(args.replot)
+        plot(points, raw, args.plot)
+        print(f"plot: {args.plot}")
+        return
     from bench.graph import machine_description, raw_model_images_per_s
     from bench.wrk import require_wrk
     from serve_app.training.examples import load_examples

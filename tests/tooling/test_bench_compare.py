@@ -412,3 +412,36 @@ def test_oip_answers_are_read_as_json_data_or_raw_bytes():
         if json_length is not None:
             response.headers[HEADER_LENGTH] = str(json_length)
         assert oip_answer_labels(response) == [3, 5]
+
+
+def test_a_json_file_replots_as_the_run_had_it(tmp_path):
+    """--json then --replot: the same points and raw figures, and a plot with every server's line."""
+    from bench.compare import main, read_figures
+
+    result = WrkResult(
+        connections=32,
+        requests=400,
+        seconds=4.0,
+        p50_ms=70.0,
+        p90_ms=90.0,
+        p99_ms=110.0,
+        max_ms=130.0,
+        errors=0,
+        non_2xx=0,
+        client_cores=0.01,
+    )
+    points = [
+        {"server": "graph", "variant": "default", "digits": 1, "encoding": "oip-binary", **result.__dict__},
+        {"server": "kserve", "variant": "default", "digits": 1, "encoding": "oip-binary", **result.__dict__},
+    ]
+    figures = tmp_path / "compare.json"
+    figures.write_text(json.dumps({"points": points, "raw_images_per_s": {"1": 3900.0}}))
+    read_points, raw = read_figures(figures)
+    assert raw == {1: 3900.0}
+    assert [(p.server, p.encoding, p.result) for p in read_points] == [
+        ("graph", "oip-binary", result),
+        ("kserve", "oip-binary", result),
+    ]
+    plot = tmp_path / "compare.png"
+    main(["--replot", str(figures), "--plot", str(plot)])
+    assert plot.read_bytes().startswith(b"\x89PNG")
