@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -26,7 +24,7 @@ from bench.baselines import classify, classify_npy, error_answer, load_served_mo
 from serve_app.config import REPO_ROOT
 from serve_app.errors import MalformedBodyError, ServeAppError
 from serve_app.inputs import NPY_MEDIA_TYPE, media_type
-from serve_app.local.processes import stop_process
+from serve_app.local.processes import stop_process, wait_until_answering
 
 FACTORY = "bench.fastapi_app:create_app"
 
@@ -86,18 +84,7 @@ def fastapi_server(port: int, timeout_s: float = 60) -> Iterator[str]:
     process = subprocess.Popen(uvicorn_command(port), cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode} before answering")
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not answer on {url} within {timeout_s:g} s")
-            time.sleep(0.2)
+        wait_until_answering(process, url + "/healthz", "uvicorn", timeout_s)
         yield url
     finally:
         stop_process(process)

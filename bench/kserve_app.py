@@ -20,12 +20,9 @@ import os
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import requests
 
 from serve_app.config import DEFAULT_MODEL_ID, REPO_ROOT
 
@@ -102,7 +99,7 @@ def serve(argv: list[str]) -> None:  # pragma: no cover - runs in KServe's envir
 @contextmanager
 def kserve_server(http_port: int, grpc_port: int, timeout_s: float = 120) -> Iterator[tuple[str, str]]:
     """KServe's model server in a subprocess; yields its base URL and gRPC target; stops it afterwards."""
-    from serve_app.local.processes import stop_process
+    from serve_app.local.processes import stop_process, wait_until_answering
 
     command = [str(kserve_python()), "-m", "bench.kserve_app", "--http_port", str(http_port)]
     command += ["--grpc_port", str(grpc_port), "--configure_logging", "false"]
@@ -110,18 +107,8 @@ def kserve_server(http_port: int, grpc_port: int, timeout_s: float = 120) -> Ite
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"KServe's model server exited with {process.returncode} before answering")
-            try:
-                if requests.get(f"{url}/v2/models/{DEFAULT_MODEL_ID}/ready", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"KServe's model server did not answer on {url} within {timeout_s:g} s")
-            time.sleep(0.5)
+        ready = f"{url}/v2/models/{DEFAULT_MODEL_ID}/ready"
+        wait_until_answering(process, ready, "KServe's model server", timeout_s, poll_s=0.5)
         yield url, f"127.0.0.1:{grpc_port}"
     finally:
         stop_process(process)
