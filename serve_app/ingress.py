@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request
+from google.protobuf.message import Message
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
@@ -64,14 +65,7 @@ from serve_app.task_client import TaskClient
 
 logger = logging.getLogger("ray.serve")
 
-GrpcMessage = TypeVar("GrpcMessage", mnist_pb2.PredictResponse, mnist_pb2.ListModelsResponse)
-OipMessage = TypeVar(
-    "OipMessage",
-    inference_pb2.ModelInferResponse,
-    inference_pb2.ModelMetadataResponse,
-    inference_pb2.ModelConfigResponse,
-    inference_pb2.ModelReadyResponse,
-)
+GrpcMessage = TypeVar("GrpcMessage", bound=Message)
 
 
 def map_downstream_error(exc: Exception) -> ServeAppError:
@@ -91,15 +85,13 @@ MODEL_HEADER = "serve_multiplexed_model_id"
 
 # Module-level helpers the Ingress's methods call are defined above the class: @serve.deployment
 # captures the class (and what its methods refer to) when the module reaches it.
-def _oip_grpc_error(grpc_context: RayServegRPCContext, error: oip.OipError, empty: OipMessage) -> OipMessage:
-    """Answer an OIP gRPC call with ``error``'s code and message."""
-    grpc_context.set_code(error.grpc_code)
-    grpc_context.set_details(error.message)
-    return empty
+def _grpc_error(
+    grpc_context: RayServegRPCContext, error: ServeAppError | oip.OipError, empty: GrpcMessage
+) -> GrpcMessage:
+    """Answer a gRPC call with ``error``'s status code and message (and an empty message, as gRPC wants).
 
-
-def _grpc_error(grpc_context: RayServegRPCContext, error: ServeAppError, empty: GrpcMessage) -> GrpcMessage:
-    """Answer a gRPC call with ``error``'s status code and message (and an empty message, as gRPC wants)."""
+    Both error kinds, the service's own and the Open Inference Protocol's, carry their gRPC code.
+    """
     grpc_context.set_code(error.grpc_code)
     grpc_context.set_details(error.message)
     return empty
@@ -298,7 +290,7 @@ class Ingress(HttpRoutes):
         try:
             self._oip_model(request.name, request.version)
         except oip.OipError as error:
-            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelReadyResponse())
+            return _grpc_error(grpc_context, error, inference_pb2.ModelReadyResponse())
         return inference_pb2.ModelReadyResponse(ready=True)
 
     async def ModelMetadata(  # noqa: N802 (the RPC's name)
@@ -309,7 +301,7 @@ class Ingress(HttpRoutes):
         try:
             return oip.grpc_model_metadata(self._oip_model(request.name, request.version))
         except oip.OipError as error:
-            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelMetadataResponse())
+            return _grpc_error(grpc_context, error, inference_pb2.ModelMetadataResponse())
         finally:
             record_request(GRPC_OIP_OTHER_ROUTE, started, HTTPStatus.OK, None)
 
@@ -320,7 +312,7 @@ class Ingress(HttpRoutes):
         try:
             model_id = self._oip_model(request.name, request.version)
         except oip.OipError as error:
-            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelConfigResponse())
+            return _grpc_error(grpc_context, error, inference_pb2.ModelConfigResponse())
         return oip.grpc_model_config(model_id, self.args.max_batch_images)
 
     async def ModelInfer(  # noqa: N802 (the RPC's name)
@@ -340,12 +332,10 @@ class Ingress(HttpRoutes):
             return oip.encode_grpc_response(model_id, parsed, answer["probabilities"], answer["predicted_label"])
         except oip.OipError as error:
             outcome = HTTPStatus(error.status)
-            return _oip_grpc_error(grpc_context, error, inference_pb2.ModelInferResponse())
+            return _grpc_error(grpc_context, error, inference_pb2.ModelInferResponse())
         except ServeAppError as error:  # the graph is busy or a replica unavailable: its own code
             outcome = error.status
-            grpc_context.set_code(error.grpc_code)
-            grpc_context.set_details(error.message)
-            return inference_pb2.ModelInferResponse()
+            return _grpc_error(grpc_context, error, inference_pb2.ModelInferResponse())
         finally:
             record_request(GRPC_OIP_INFER_ROUTE, started, outcome, model_id)
 
