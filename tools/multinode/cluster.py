@@ -49,6 +49,51 @@ POD_START_TIMEOUT_S = 180
 DEPLOY_TIMEOUT_S = 600
 #: The worker's wait-gcs-ready init container, without its 5 s sleep between tries.
 GCS_PROBE_INTERVAL_S = 1.0
+#: Starts of one pod before a run gives up on it (each failed start is replaced, as KubeRay does).
+MAX_POD_STARTS = 5
+#: The head pod's CPU weight (its scheduling group's nice; see :func:`set_session_nice`). The chart
+#: requests 7 CPUs over the HA scenario's five Ray pods, 3.5 times what a 2-core machine has, so
+#: none gets its request and by default each pod gets an equal share (a third of a core under
+#: load). A cluster guarantees the head its 1-CPU request; here nice -7 gives it about half of
+#: two busy cores, which is what that request is. It matters for one thing: a head start is
+#: bounded by Ray's fixed timeouts (the raylet waits 15 s for its dashboard agent to write its
+#: port files, ``ray start`` 30 s for the raylet), and at a third of a core the ten Python processes a
+#: head start imports Ray in took 14-20 s before the agent was up (so 3 of 4 starts failed).
+HEAD_SESSION_NICE = -7
+#: Lines of a pod's output that an error about the pod quotes.
+LOG_TAIL_LINES = 12
+
+
+class PodStartError(RuntimeError):
+    """A pod that did not come up: which pod, which start (generation), why, and its last log lines."""
+
+    def __init__(self, pod: PodProcess, what: str) -> None:
+        self.pod = pod.name
+        self.generation = pod.generation
+        tail = log_tail(pod.log_path)
+        self.reason = f"{what}; last lines: {tail[-1] if tail else '(no output)'}"
+        shown = "\n    ".join(tail) or "(no output)"
+        super().__init__(f"pod {pod.name}, start {pod.generation}: {what} (log {pod.log_path}):\n    {shown}")
+
+
+@dataclass(frozen=True)
+class PodStart:
+    """One start of a pod: its generation, whether its Ray node joined, after how long, and why not."""
+
+    pod: str
+    generation: int
+    joined: bool
+    seconds: float
+    reason: str = ""
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last non-empty lines of a pod's output (Ray's own error is usually the last one)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,7 @@ class RenderedCluster:
     pods: dict[str, PodProcess] = field(default_factory=dict)
     ray_pods: dict[str, RayPod] = field(default_factory=dict)
     token: str | None = None
+    starts: list[PodStart] = field(default_factory=list)
 
     @property
     def rayservice(self) -> dict[str, Any]:
@@ -145,6 +191,8 @@ class RenderedCluster:
             process.command[-1] = process.command[-1].replace(
                 ray_pod.start_command, f"{ray_pod.start_command} --object-store-memory={store.bytes}"
             )
+            if ray_pod.node_type == "head":
+                process.session_nice = HEAD_SESSION_NICE
             if ray_pod.node_type == "worker":
                 head_fqdn = ray_pod.start_params["address"]
                 probe = f"until ray health-check --address {head_fqdn} >/dev/null 2>&1; do sleep {GCS_PROBE_INTERVAL_S}; done"  # noqa: E501
@@ -158,7 +206,11 @@ class RenderedCluster:
             self.token = self.pods[head.name].env["RAY_AUTH_TOKEN"]
 
     def start(self) -> None:
-        """Network, Redis, head, workers: each pod started and the Ray nodes joined."""
+        """Network, Redis, head, workers: each pod started and the Ray nodes joined.
+
+        A Ray pod that fails to start is replaced, as the operator replaces it; every start is
+        recorded in :attr:`starts`.
+        """
         self.network.create()
         self._add_redis()
         self._add_ray_pods()
@@ -166,11 +218,21 @@ class RenderedCluster:
             if name not in self.ray_pods:
                 process.start()
                 self.wait_for_ports(name)
-        self.start_pod(self.head)
+        self.starts += self.replace_until_joined(self.head)
         for name in self.workers():
             self.start_pod(name, wait=False)
         for name in self.workers():
-            self.wait_until_joined(name)
+            began = time.monotonic()
+            try:
+                self.wait_until_joined(name)
+            except PodStartError as error:
+                self.starts.append(
+                    PodStart(name, error.generation, False, round(time.monotonic() - began, 1), error.reason)
+                )
+                self.pods[name].kill()
+                self.starts += self.replace_until_joined(name)
+                continue
+            self.starts.append(PodStart(name, self.pods[name].generation, True, round(time.monotonic() - began, 1)))
 
     def start_pod(self, name: str, wait: bool = True) -> None:
         """(Re)start one pod; with ``wait``, until its Ray node is up (the head: until the dashboard answers)."""
@@ -189,27 +251,67 @@ class RenderedCluster:
                     break
                 except OSError:
                     if time.monotonic() > deadline or not self.pods[name].alive():
-                        raise RuntimeError(
-                            f"pod {name} never listened on {port}: see {self.pods[name].log_path}"
-                        ) from None
+                        raise PodStartError(self.pods[name], f"never listened on port {port}") from None
                     time.sleep(0.2)
 
     def wait_until_joined(self, name: str, timeout_s: float = POD_START_TIMEOUT_S) -> None:
-        """Until the pod's raylet reports healthy on its agent port (what KubeRay's probes ask)."""
+        """Until the pod's raylet reports healthy on its agent port (what KubeRay's probes ask).
+
+        Raises :class:`PodStartError` (with the pod's last log lines) when the pod exits first or
+        does not join within ``timeout_s``.
+        """
         url = f"http://{self.network.address_of(name)}:52365/api/local_raylet_healthz"
         if name == self.head:
             url = f"http://{self.network.address_of(name)}:8265/api/gcs_healthz"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.pods[name].alive():
-                raise RuntimeError(f"pod {name} exited: see {self.pods[name].log_path}")
+                raise PodStartError(self.pods[name], "exited before its Ray node joined")
             try:
                 if "success" in requests.get(url, timeout=2).text:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"pod {name} did not join within {timeout_s} s: see {self.pods[name].log_path}")
+        raise PodStartError(self.pods[name], f"did not join within {timeout_s} s")
+
+    def replace_until_joined(self, name: str, max_starts: int = MAX_POD_STARTS) -> list[PodStart]:
+        """Start ``name`` until its Ray node joins, replacing it each time it fails, as KubeRay does.
+
+        With ``restartPolicy: Never`` (the chart's autoscaler v2) a Ray container that exits is not
+        restarted in place: the pod fails and the operator creates a new one. Each start is a new
+        generation here (fresh /tmp, as a replacement pod). Returns every start, the last one
+        successful; raises the last :class:`PodStartError` after ``max_starts`` failed starts.
+        """
+        starts: list[PodStart] = []
+        while True:
+            self.start_pod(name, wait=False)
+            began = time.monotonic()
+            try:
+                self.wait_until_joined(name)
+            except PodStartError as error:
+                starts.append(PodStart(name, error.generation, False, round(time.monotonic() - began, 1), error.reason))
+                self.pods[name].kill()
+                if len(starts) >= max_starts:
+                    raise
+                continue
+            starts.append(PodStart(name, self.pods[name].generation, True, round(time.monotonic() - began, 1)))
+            return starts
+
+    def replace_failed_pods(self) -> list[PodStart]:
+        """A new generation of every Ray pod whose main process has exited (the operator's reconcile).
+
+        The replacement is not waited for; its start is recorded as not yet joined.
+        """
+        replaced = []
+        for name in self.ray_pods:
+            pod = self.pods[name]
+            if pod.process is not None and not pod.alive():
+                failed = PodStartError(pod, "exited")
+                replaced.append(PodStart(name, pod.generation, False, 0.0, failed.reason))
+                pod.kill()
+                self.start_pod(name, wait=False)
+        return replaced
 
     def ready(self, name: str) -> bool:
         """KubeRay's readiness probe of a RayService worker (``initLivenessAndReadinessProbe``).
@@ -232,7 +334,7 @@ class RenderedCluster:
         for name in names:
             while not self.ready(name):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {name} not ready within {timeout_s} s: see {self.pods[name].log_path}")
+                    raise PodStartError(self.pods[name], f"not ready within {timeout_s} s")
                 time.sleep(0.5)
 
     def deploy(self, timeout_s: float = DEPLOY_TIMEOUT_S) -> float:
@@ -293,6 +395,23 @@ def pod_service(statefulset_pod: str) -> str:
     return statefulset_pod.rsplit("-", 1)[0]
 
 
+#: Ray's own logs of a node worth keeping: the GCS (head), the raylet, the dashboard and its agent.
+RAY_LOGS = ("gcs_server.out", "gcs_server.err", "raylet.out", "raylet.err", "dashboard.log", "dashboard_agent.log")
+
+
+def keep_pod_logs(run_dir: Path, into: Path) -> None:
+    """Copy every pod generation's output, and its Ray node's logs, to ``into/<pod>.<generation>/``."""
+    into.mkdir(parents=True, exist_ok=True)
+    for log in run_dir.glob("*.log"):
+        shutil.copy(log, into / log.name)
+    for session in run_dir.glob("*/tmp/ray/session_*/logs"):
+        generation = session.parents[3].name  # <pod>.<generation>
+        for name in RAY_LOGS:
+            if (session / name).is_file():
+                (into / generation).mkdir(exist_ok=True)
+                shutil.copy(session / name, into / generation / name)
+
+
 @contextmanager
 def running_cluster(objects: list[dict[str, Any]], keep_logs: Path | None = None) -> Iterator[RenderedCluster]:
     """A started :class:`RenderedCluster` for the block; stopped (and its files removed) after."""
@@ -305,7 +424,5 @@ def running_cluster(objects: list[dict[str, Any]], keep_logs: Path | None = None
     finally:
         cluster.stop()
         if keep_logs is not None:
-            keep_logs.mkdir(parents=True, exist_ok=True)
-            for log in run_dir.glob("*.log"):
-                shutil.copy(log, keep_logs / log.name)
+            keep_pod_logs(run_dir, keep_logs)
         subprocess.run(["rm", "-rf", str(run_dir)], check=False)

@@ -13,13 +13,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import requests
 
-from tools.multinode.cluster import RenderedCluster
+from tools.multinode.cluster import PodStart, RenderedCluster
 
 #: Deployments on the request path: each must keep a replica through the loss of any one pod in HA.
 REQUEST_PATH = ("Ingress", "Preprocessor", "Classifier")
@@ -111,10 +111,18 @@ class FaultReport:
     recovery_s: float
     resubmitted: bool
     failure_samples: list[str]
+    #: Every start of a pod between the kill and recovery: the killed pod's replacements (a head
+    #: can take more than one when the recovering GCS is slow) and any pod that failed meanwhile.
+    starts: list[PodStart] = field(default_factory=list)
+
+    @property
+    def pod_starts(self) -> int:
+        """Starts of the killed pod until its Ray node joined (1: the first replacement came up)."""
+        return sum(1 for start in self.starts if start.pod == self.pod)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return asdict(self)
+        """JSON-ready (with ``pod_starts``)."""
+        return {**asdict(self), "pod_starts": self.pod_starts}
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> bool:
@@ -125,6 +133,15 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 
             return True
         time.sleep(poll_s)
     return False
+
+
+def joined_when_whole(cluster: RenderedCluster, starts: list[PodStart]) -> list[PodStart]:
+    """The starts, with each pod's last one marked joined when the pod is alive once Serve is whole."""
+    last = {start.pod: index for index, start in enumerate(starts)}
+    return [
+        replace(start, joined=True) if last[start.pod] == index and cluster.pods[start.pod].alive() else start
+        for index, start in enumerate(starts)
+    ]
 
 
 def kill_and_recover(
@@ -143,19 +160,26 @@ def kill_and_recover(
     Whole: every application RUNNING, every deployment with all its target replicas RUNNING, and
     each request-path deployment's replicas on at least ``min_pods_per_deployment`` pods. If the
     applications are gone after a head restart (no GCS fault tolerance), the config is sent again,
-    as the operator does, and the report says so.
+    as the operator does, and the report says so. A pod that fails to start meanwhile (the head
+    whose Ray times out waiting for the recovering GCS, say) is replaced, as KubeRay replaces a
+    failed pod, and every start is in the report; the recovery time runs from the kill to whole,
+    however many starts it took.
     """
     killed_at = time.monotonic()
     cluster.kill_pod(pod)
     time.sleep(restart_delay_s)
+    starts: list[PodStart] = []
     if pod == cluster.head:
-        cluster.start_pod(pod)
+        # The workers keep serving meanwhile; a head that fails to start is replaced until it joins.
+        starts += cluster.replace_until_joined(pod)
     else:
         cluster.start_pod(pod, wait=False)
+        starts.append(PodStart(pod, cluster.pods[pod].generation, False, 0.0))
     resubmitted = False
 
     def whole() -> bool:
         nonlocal resubmitted
+        starts.extend(cluster.replace_failed_pods())
         try:
             status = cluster.dashboard(timeout_s=5).status()
         except (requests.RequestException, ValueError):
@@ -169,8 +193,10 @@ def kill_and_recover(
         return all(len(pods) >= min_pods_per_deployment for pods in spread(cluster).values())
 
     if not wait_until(whole, timeout_s):
-        raise TimeoutError(f"{fault}: Serve not whole {timeout_s} s after killing {pod}")
+        tried = "; ".join(f"{s.pod} start {s.generation}: {s.reason or 'joined'}" for s in starts)
+        raise TimeoutError(f"{fault}: Serve not whole {timeout_s} s after killing {pod} (starts: {tried})")
     recovered_at = time.monotonic()
+    starts = joined_when_whole(cluster, starts)
     time.sleep(settle_s)
     window = load.between(killed_at, recovered_at + settle_s)
     failures = [o for o in window if not o.ok]
@@ -184,4 +210,5 @@ def kill_and_recover(
         recovery_s=round(recovered_at - killed_at, 1),
         resubmitted=resubmitted,
         failure_samples=sorted({o.detail for o in failures})[:5],
+        starts=starts,
     )

@@ -126,6 +126,29 @@ def secrets_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     return found
 
 
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def set_session_nice(session_leader: int, nice: int) -> bool:
+    """Weight the CPU share of a pod's whole process tree; whether the kernel took it.
+
+    Every pod is a session of its own (``start_new_session``), and with the kernel's autogroup
+    scheduling (``sched_autogroup_enabled``, on in Debian's kernels) a session is one scheduling
+    group: pods share the CPU equally, whatever the nice values inside them (Ray runs its workers
+    at nice 15, which then only orders them against their own pod's processes). The group's own
+    nice, written to ``/proc/<leader>/autogroup``, weights its share as a process's nice would
+    (nice -7 weighs about five times nice 0). Without autogroup the pod's processes simply keep
+    their own nice values, and this does nothing.
+    """
+    try:
+        if AUTOGROUP_SWITCH.read_text().strip() != "1":
+            return False
+        Path(f"/proc/{session_leader}/autogroup").write_text(str(nice))
+    except OSError:
+        return False
+    return True
+
+
 #: The interpreter's directory first, so `ray` and `python` are this environment's (the image's PATH).
 BASE_PATH = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -146,6 +169,9 @@ class PodProcess:
     generation: int = 0
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    #: The nice value of the pod's scheduling group (None: the kernel's default, 0). See
+    #: :func:`set_session_nice`.
+    session_nice: int | None = None
 
     @property
     def address(self) -> str:
@@ -184,6 +210,8 @@ class PodProcess:
             self.process = subprocess.Popen(
                 wrapper, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
+        if self.session_nice is not None:
+            set_session_nice(self.process.pid, self.session_nice)
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:

@@ -160,5 +160,11 @@ def format_report(report: ScenarioReport) -> str:
             f"/{fault.requests} requests succeeded ({100 * fault.success_ratio:.2f} %), Serve whole again after"
             f" {fault.recovery_s} s{'; the config was sent again' if fault.resubmitted else ''}"
         )
+        lines.append(f"      {fault.pod} started {fault.pod_starts} time(s) until its Ray node joined")
+        lines += [
+            f"      start {start.generation} of {start.pod} failed after {start.seconds} s: {start.reason}"
+            for start in fault.starts
+            if not start.joined
+        ]
         lines += [f"      failure: {sample}" for sample in fault.failure_samples]
     return "\n".join(lines)
