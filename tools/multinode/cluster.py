@@ -39,7 +39,7 @@ import yaml
 from serve_app.local.dashboard import DashboardClient
 from serve_app.model import SIMULATED_GPUS_ENV
 from tools.kind_scheduling import pods_of_workloads
-from tools.kuberay_model import RayPod, build_pods, object_store_of
+from tools.kuberay_model import RayPod, build_pods, object_store_of, readiness_urls
 from tools.multinode.network import PodNetwork
 from tools.multinode.pods import PodProcess, image_environment, map_image_path, resolve_env, secrets_of
 
@@ -314,15 +314,16 @@ class RenderedCluster:
         return replaced
 
     def ready(self, name: str) -> bool:
-        """KubeRay's readiness probe of a RayService worker (``initLivenessAndReadinessProbe``).
+        """KubeRay's readiness probe of a RayService worker, as the pod carries it.
 
-        The raylet's health and the Serve port's ``/-/healthz`` both answer "success". A Service
-        sends traffic to a worker only while this holds.
+        The probe's health URLs (the raylet's, on the dashboard agent, and the Serve proxy's
+        ``/-/healthz``) each answer "success". A Service sends traffic to a worker only while this
+        holds.
         """
         address = self.network.address_of(name)
-        for url in (f"http://{address}:52365/api/local_raylet_healthz", f"http://{address}:8000/-/healthz"):
+        for port, path in readiness_urls(self.ray_pods[name].ray_container):
             try:
-                if "success" not in requests.get(url, timeout=2).text:
+                if "success" not in requests.get(f"http://{address}:{port}{path}", timeout=2).text:
                     return False
             except requests.RequestException:
                 return False
