@@ -119,7 +119,7 @@ KWOK_STAGES = ("node/fast", "node/heartbeat-with-lease", "pod/fast")
 
 
 def kwok_config(version: str) -> str:
-    """kwok's configuration: its upstream stages, as one multi-document YAML."""
+    """The configuration of kwok: its upstream stages, as one multi-document YAML."""
     root = go_module_dir("sigs.k8s.io/kwok", version) / "kustomize" / "stage"
     documents = []
     for stage in KWOK_STAGES:
