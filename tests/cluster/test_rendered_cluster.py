@@ -12,6 +12,10 @@ in a failing test's log) gives each failed start with its pod's last log line.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from tools.chart import objects_of, render_chart, scenario_values
@@ -29,9 +33,18 @@ MIN_SUCCESS_RATIO = 0.999
 MAX_RECOVERY_S = 120
 
 
+#: Where each scenario's report is also written as JSON, when set (the figures of a CI run).
+REPORT_DIR_ENV = "MNIST_SERVE_REPORT_DIR"
+
+
 def report_of(scenario: str, faults: bool = False) -> ScenarioReport:
     report = run_scenario(scenario, objects_of(render_chart(scenario_values(scenario))), faults=faults)
     print(format_report(report))  # shown with -s, and in the log of a failing test
+    if os.environ.get(REPORT_DIR_ENV):
+        directory = Path(os.environ[REPORT_DIR_ENV])
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"multinode-{scenario}.json").write_text(json.dumps(report.as_dict(), indent=2))
+        (directory / f"multinode-{scenario}.txt").write_text(format_report(report) + "\n")
     return report
 
 
