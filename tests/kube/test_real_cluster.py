@@ -129,7 +129,10 @@ def test_a_values_file_the_schema_refuses_is_refused_by_helm_and_leaves_nothing(
 
 @pytest.fixture(scope="module", params=["default", "cpu-only", "ha"])
 def installed(request: pytest.FixtureRequest, operator: LocalCluster) -> Iterator[dict[str, Any]]:
-    """One scenario installed with real Helm; its objects once the operator has built every pod."""
+    """One scenario installed with real Helm; its objects once every pod exists and is bound to a node.
+
+    The scenario's own pods too (the HA scenario's Redis, whose claim the default StorageClass binds).
+    """
     scenario = request.param
     helm(operator, *install_args(RELEASE, NAMESPACE, scenario_files(scenario)))
     rendered = objects_of(render_chart(yaml.safe_load(scenario_files(scenario)[0].read_text()) or {}))
@@ -139,11 +142,11 @@ def installed(request: pytest.FixtureRequest, operator: LocalCluster) -> Iterato
     def built() -> tuple[dict[str, list[dict[str, Any]]] | None, str]:
         objects = release_objects(operator)
         ray_pods = [p for p in objects["Pod"] if "ray.io/cluster" in p["metadata"].get("labels", {})]
-        bound = [p for p in ray_pods if p["spec"].get("nodeName")]
+        unbound = [p["metadata"]["name"] for p in objects["Pod"] if not p["spec"].get("nodeName")]
         state = (
-            f"{len(objects['RayCluster'])} RayCluster(s), {len(ray_pods)}/{expected_pods} Ray pods, {len(bound)} bound"
+            f"{len(objects['RayCluster'])} RayCluster(s), {len(ray_pods)}/{expected_pods} Ray pods, unbound: {unbound}"
         )
-        return (objects if len(ray_pods) == expected_pods else None), state
+        return (objects if len(ray_pods) == expected_pods and not unbound else None), state
 
     objects = wait_until(built, OPERATOR_TIMEOUT_S, f"the operator building the {scenario} scenario's pods")
     try:
@@ -154,7 +157,9 @@ def installed(request: pytest.FixtureRequest, operator: LocalCluster) -> Iterato
         def gone() -> tuple[bool, str]:
             found = release_objects(operator)
             left = leftovers(found["RayService"], found["RayCluster"], found["Pod"])
-            return (not left and not found["Service"]), json.dumps(left)
+            claims = [c["metadata"]["name"] for c in operator.get("pvc", "-n", NAMESPACE)["items"]]
+            services = [s["metadata"]["name"] for s in found["Service"]]
+            return (not left and not services and not claims), json.dumps({**left, "Service": services, "PVC": claims})
 
         wait_until(gone, 120, f"helm uninstall of the {scenario} scenario leaving nothing")
 
@@ -163,6 +168,15 @@ def test_the_operator_builds_one_raycluster_owned_by_the_rayservice(installed):
     (cluster,) = installed["RayCluster"]
     (owner,) = cluster["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"]) == ("RayService", installed["rayservice"]["metadata"]["name"])
+
+
+def test_the_ha_redis_claim_is_bound_by_the_default_storage_class(installed, operator):
+    claims = operator.get("pvc", "-n", NAMESPACE)["items"]
+    if installed["scenario"] != "ha":
+        assert claims == []
+        return
+    (claim,) = claims
+    assert claim["status"]["phase"] == "Bound" and claim["spec"]["storageClassName"] == "standard", claim["status"]
 
 
 def test_every_pod_is_admitted_under_pod_security_restricted(installed):
@@ -235,7 +249,7 @@ def test_the_real_scheduler_places_only_where_the_scheduling_model_allows(instal
             reasons = why_not(pod["spec"], nodes[node], frozenset())
             if reasons:
                 disagreements.append(f"{name} on {node}, which the model refuses: {reasons}")
-        elif all(not why_not(pod["spec"], n, frozenset()) for n in nodes.values()):
+        elif any(not why_not(pod["spec"], n, frozenset()) for n in nodes.values()):
             disagreements.append(f"{name} pending, though the model finds a node")
     assert not disagreements, disagreements
 

@@ -11,6 +11,7 @@ Every component is the upstream program, compiled by ``scripts/kube-build`` from
   Ready with an address from its CIDR, deletion finished) without running any container;
 * the **KubeRay operator**, with its own ServiceAccount and the ClusterRole of its release, and
   ``--use-kubernetes-proxy`` (it reaches a head's dashboard through the API server);
+* kind's default StorageClass, ``standard``, with volumes made beforehand for it;
 * the nodes of ``cluster/kind/gpu.yaml`` (a control plane and three workers, one labelled and
   tainted for GPUs) with the capacity of the workstation the kind path is sized for
   (:data:`tools.kind_scheduling.WORKSTATION`); the GPU node advertises ``nvidia.com/gpu`` through
@@ -73,6 +74,9 @@ RELEASE_NAMESPACE = "serving"
 OPERATOR_ACCOUNT = "kuberay-operator"
 #: Nodes kwok manages carry this label.
 KWOK_LABEL = "mnist-serve.local/kwok"
+#: kind's default StorageClass (its local-path provisioner's), and the volumes ``up`` makes for it.
+STORAGE_CLASS = "standard"
+VOLUMES, VOLUME_SIZE = 4, "10Gi"
 #: Seconds each component gets to answer its health check.
 START_TIMEOUT_S = 120
 #: Pod Security levels a namespace can enforce.
@@ -482,6 +486,43 @@ class LocalCluster:
             ]
             self.kubectl("patch", "node", name, "--subresource=status", "--type=json", "-p", json.dumps(patch))
 
+    def storage_objects(self) -> list[dict[str, Any]]:
+        """The default StorageClass of kind, ``standard``, with a few volumes for it to bind.
+
+        kind's local-path provisioner makes a volume when a claim's pod is scheduled; kwok runs no
+        provisioner, so ``up`` makes the volumes beforehand (hostPath, never mounted: no container
+        runs). The binding is the real PV controller's and scheduler's (``WaitForFirstConsumer``).
+        """
+        objects: list[dict[str, Any]] = [
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "rancher.io/local-path",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Delete",
+            }
+        ]
+        for index in range(VOLUMES):
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": f"local-volume-{index}"},
+                    "spec": {
+                        "storageClassName": STORAGE_CLASS,
+                        "capacity": {"storage": VOLUME_SIZE},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "hostPath": {"path": str(self.state / "volumes" / str(index))},
+                    },
+                }
+            )
+        return objects
+
     def install_crds(self) -> None:
         """The KubeRay v1.7.0 CRDs the project carries, and the others from the operator's module.
 
@@ -564,6 +605,7 @@ class LocalCluster:
         self.wait_for_service_account("default")
         if "kwok" not in running:
             self.add_nodes()
+            self.apply(self.storage_objects())
             self.start(self._kwok())
         self.wait_for_nodes_ready()
         if with_operator and "kuberay-operator" not in running:
