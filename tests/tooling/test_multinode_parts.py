@@ -179,8 +179,9 @@ def test_a_pod_that_never_starts_fails_with_its_name_start_and_last_log_lines(tm
 def test_a_ray_pod_that_exited_is_replaced_by_the_next_reconcile(tmp_path, monkeypatch):
     cluster = cluster_of(tmp_path, failures=1, monkeypatch=monkeypatch)
     cluster.start_pod("head-0", wait=False)
-    (replaced,) = cluster.replace_failed_pods()
-    assert (replaced.generation, replaced.joined) == (1, False) and RAY_STARTUP_TIMEOUT in replaced.reason
+    failed, replacement = cluster.replace_failed_pods()
+    assert (failed.generation, failed.joined) == (1, False) and RAY_STARTUP_TIMEOUT in failed.reason
+    assert (replacement.generation, replacement.joined, replacement.reason) == (2, False, "")
     assert cluster.pods["head-0"].generation == 2 and cluster.pods["head-0"].alive()
     assert cluster.replace_failed_pods() == []
 

@@ -301,7 +301,8 @@ class RenderedCluster:
     def replace_failed_pods(self) -> list[PodStart]:
         """A new generation of every Ray pod whose main process has exited (the operator's reconcile).
 
-        The replacement is not waited for; its start is recorded as not yet joined.
+        Returns, per replaced pod, its failed start (with the reason) and the new one (not waited
+        for, so recorded as not yet joined).
         """
         replaced = []
         for name in self.ray_pods:
@@ -311,6 +312,7 @@ class RenderedCluster:
                 replaced.append(PodStart(name, pod.generation, False, 0.0, failed.reason))
                 pod.kill()
                 self.start_pod(name, wait=False)
+                replaced.append(PodStart(name, pod.generation, False, 0.0))
         return replaced
 
     def ready(self, name: str) -> bool:

@@ -179,7 +179,13 @@ def kill_and_recover(
 
     def whole() -> bool:
         nonlocal resubmitted
-        starts.extend(cluster.replace_failed_pods())
+        for start in cluster.replace_failed_pods():
+            # A failed start replaces its own record (pod, generation); a new start is appended.
+            known = [i for i, s in enumerate(starts) if (s.pod, s.generation) == (start.pod, start.generation)]
+            if known:
+                starts[known[0]] = start
+            else:
+                starts.append(start)
         try:
             status = cluster.dashboard(timeout_s=5).status()
         except (requests.RequestException, ValueError):
