@@ -347,17 +347,23 @@ class LocalCluster:
             health=f"https://127.0.0.1:{API_PORT}/readyz",
         )
 
+    def _component_client_flags(self) -> list[str]:
+        """How the controller-manager and the scheduler reach the API server, and where they listen."""
+        config = str(self.kubeconfig)
+        return [
+            f"--kubeconfig={config}",
+            f"--authentication-kubeconfig={config}",
+            f"--authorization-kubeconfig={config}",
+            "--bind-address=127.0.0.1",
+        ]
+
     def _controller_manager(self) -> Component:
         pki = self.pki
-        config = str(self.kubeconfig)
         return Component(
             "kube-controller-manager",
             [
                 self.binary("kube-controller-manager"),
-                f"--kubeconfig={config}",
-                f"--authentication-kubeconfig={config}",
-                f"--authorization-kubeconfig={config}",
-                "--bind-address=127.0.0.1",
+                *self._component_client_flags(),
                 f"--service-account-private-key-file={pki[SERVICE_ACCOUNT_KEY]}",
                 f"--root-ca-file={pki[CA_CERT]}",
                 f"--cluster-signing-cert-file={pki[CA_CERT]}",
@@ -370,15 +376,11 @@ class LocalCluster:
         )
 
     def _scheduler(self) -> Component:
-        config = str(self.kubeconfig)
         return Component(
             "kube-scheduler",
             [
                 self.binary("kube-scheduler"),
-                f"--kubeconfig={config}",
-                f"--authentication-kubeconfig={config}",
-                f"--authorization-kubeconfig={config}",
-                "--bind-address=127.0.0.1",
+                *self._component_client_flags(),
                 "--leader-elect=false",
             ],
             health="https://127.0.0.1:10259/healthz",
